@@ -1,0 +1,268 @@
+"""Apply any number of sliders to a live UNet (and its text encoders), and take them off again.
+
+Two ways to apply UNet deltas:
+
+- **hooks** (default): a forward hook on each target layer adds the packed deltas of every slider
+  that touches it (see ``layer_delta``). Each slider may give a *different α per batch row*, and
+  sliders can be gated to a range of sampling steps. Nothing in the model is modified: removing the
+  hooks leaves no trace.
+- **merged**: uniform α folded into the weights (``weight_merge``): zero per-step cost; the
+  weights are restored bitwise afterwards.
+
+Text-encoder deltas are always merged (conditioning is computed once per batch).
+
+Batch rows. A sampler calls the UNet with ``R`` rows per step — in the webui, cond rows of every
+image then uncond rows — in one call or in consecutive chunks. A per-row α is a vector of length
+``R``; the engine keeps a row cursor that each UNet call advances by its batch size and that
+``set_step`` resets, so chunked calls read the right slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .errors import SliderFileError
+from .layer_delta import LayerDelta
+from .lora import LoraModule, SliderNetwork
+from .text_targets import text_layer_index
+from .weight_merge import Contribution, WeightMerger
+
+MODES = ("hooks", "merged")
+
+
+@dataclass
+class ActiveSlider:
+    """One slider as applied: its network, α (a number, or one number per batch row) and step gate."""
+
+    network: SliderNetwork
+    alpha: float | Sequence[float] | torch.Tensor = 1.0
+    start: float = 0.0  # fraction of sampling steps before which the slider is off
+    stop: float = 1.0  # fraction of sampling steps from which the slider is off again
+    unet_multiplier: float = 1.0
+    text_multiplier: float = 1.0
+
+    def row_alphas(self) -> torch.Tensor:
+        return torch.as_tensor(self.alpha, dtype=torch.float32).reshape(-1) * self.unet_multiplier
+
+    @property
+    def uniform_alpha(self) -> float | None:
+        alphas = self.row_alphas()
+        return float(alphas[0]) if bool((alphas == alphas[0]).all()) else None
+
+    def text_alpha(self) -> float:
+        # Conditioning is computed once per batch, so text encoders get one α: the first row's.
+        return float(torch.as_tensor(self.alpha, dtype=torch.float32).reshape(-1)[0]) * self.text_multiplier
+
+    def is_on(self, progress: float) -> bool:
+        return self.start <= progress < self.stop
+
+
+class SliderEngine:
+    def __init__(self, unet: torch.nn.Module, text_encoders: Sequence[torch.nn.Module] = (),
+                 backup_device: torch.device | str | None = None):
+        self.unet = unet
+        self.text_encoders = list(text_encoders)
+        self._unet_merger = WeightMerger(backup_device)
+        self._text_merger = WeightMerger(backup_device)
+        self._sliders: list[ActiveSlider] = []
+        self._deltas: list[LayerDelta] = []
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.mode = "hooks"
+        self._progress = 0.0
+        self._alpha_table: torch.Tensor | None = None  # [R, k] per-row α of each slider (0 when gated off)
+        self._cursor = 0
+        self._rows: torch.Tensor | None = None  # [B, k] α of the rows in the current UNet call
+        self._coef_cache: dict[int, torch.Tensor] = {}
+        self._rows_key: tuple[int, int] | None = None  # (cursor, batch) the cached coefficients are for
+        self._merged_key: tuple | None = None  # what the merged weights currently hold
+
+    # ----- validation -------------------------------------------------------------------------
+    def validate(self, network: SliderNetwork) -> None:
+        """Raise ``SliderFileError`` (naming the file) if ``network`` doesn't fit this model."""
+        for path, module in network.unet.items():
+            try:
+                layer = self.unet.get_submodule(path)
+            except AttributeError:
+                raise SliderFileError(network.source or network.name, f"the model has no layer {path}") from None
+            _check_shape(network, path, layer, module)
+        for index, modules in enumerate(network.text):
+            if not modules:
+                continue
+            if index >= len(self.text_encoders):
+                raise SliderFileError(network.source or network.name,
+                                      f"has weights for text encoder {index + 1}, the model has {len(self.text_encoders)}")
+            slots = text_layer_index(self.text_encoders[index])
+            missing = sorted(set(modules) - set(slots))
+            if missing:
+                raise SliderFileError(network.source or network.name,
+                                      f"text encoder {index + 1} has no layer {missing[0]} ({len(missing)} missing)")
+
+    # ----- applying -------------------------------------------------------------------------------
+    @property
+    def sliders(self) -> list[ActiveSlider]:
+        return list(self._sliders)
+
+    def apply(self, sliders: Sequence[ActiveSlider], mode: str = "hooks") -> None:
+        """Replace whatever is applied with ``sliders``. Validate each network first (``validate``)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        self.clear()
+        if not sliders:
+            return
+        if mode == "merged":
+            not_uniform = [s.network.name for s in sliders if s.uniform_alpha is None]
+            if not_uniform:
+                raise ValueError(f"merged mode needs one α per slider; per-row α given for {', '.join(not_uniform)}")
+        self._sliders = list(sliders)
+        self.mode = mode
+        self._merge_text()
+        if mode == "hooks":
+            self._attach_hooks()
+        self.set_step(0, 1)
+
+    def set_alphas(self, alphas: Sequence[float | Sequence[float] | torch.Tensor]) -> None:
+        """Change α of the applied sliders (same order) without re-packing weights."""
+        for slider, alpha in zip(self._sliders, alphas, strict=True):
+            slider.alpha = alpha
+        if self.mode == "merged":
+            self._merge_unet()
+        else:
+            self._update_alpha_table()
+        self._merge_text()
+
+    def set_step(self, step: int, total_steps: int) -> None:
+        """Call once per sampling step (before the UNet calls of that step): gates and resets rows."""
+        self._progress = step / max(total_steps, 1)
+        self._cursor = 0
+        if self.mode == "merged":
+            self._merge_unet()
+        else:
+            self._update_alpha_table()
+
+    def clear(self) -> None:
+        """Remove every hook and restore every weight (bitwise)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._deltas.clear()
+        self._unet_merger.restore()
+        self._text_merger.restore()
+        self._sliders = []
+        self._alpha_table = None
+        self._rows = None
+        self._rows_key = None
+        self._merged_key = None
+        self._coef_cache.clear()
+
+    # ----- hooks path -----------------------------------------------------------------------------
+    def _attach_hooks(self) -> None:
+        per_layer: dict[str, list[tuple[int, LoraModule]]] = {}
+        for index, slider in enumerate(self._sliders):
+            for path, module in slider.network.unet.items():
+                per_layer.setdefault(path, []).append((index, module))
+        for path, modules in per_layer.items():
+            delta = LayerDelta.pack(self.unet.get_submodule(path), modules)
+            self._deltas.append(delta)
+            self._handles.append(delta.layer.register_forward_hook(self._layer_hook(delta)))
+        self._handles.append(self.unet.register_forward_pre_hook(self._before_unet, with_kwargs=True))
+        self._handles.append(self.unet.register_forward_hook(self._after_unet))
+
+    def _update_alpha_table(self) -> None:
+        columns = [s.row_alphas() * (1.0 if s.is_on(self._progress) else 0.0) for s in self._sliders]
+        rows = max(len(c) for c in columns)
+        for slider, column in zip(self._sliders, columns, strict=True):
+            if len(column) not in (1, rows):
+                raise ValueError(f"slider {slider.network.name}: {len(column)} α values for {rows} rows")
+        table = torch.stack([c.expand(rows) for c in columns], dim=1)
+        self._alpha_table = None if not table.any() else table
+        self._rows_key = None
+        self._coef_cache.clear()
+
+    def _before_unet(self, module, args, kwargs):
+        if self._alpha_table is None:
+            self._rows = None
+            return None
+        x = args[0] if args else kwargs["x"]
+        batch, total = x.shape[0], self._alpha_table.shape[0]
+        if total == 1:
+            rows = self._alpha_table.expand(batch, -1)
+        else:
+            if self._cursor + batch > total:
+                raise ValueError(f"UNet called with {batch} rows at row {self._cursor}, but α was given for {total}")
+            rows = self._alpha_table[self._cursor:self._cursor + batch]
+        if self._rows_key != (self._cursor, batch):
+            # Coefficients only change with the rows they serve; most steps reuse the last ones.
+            self._rows_key = (self._cursor, batch)
+            self._rows = rows.to(x.device)
+            self._coef_cache.clear()
+        return None
+
+    def _after_unet(self, module, args, output):
+        if self._alpha_table is not None and self._alpha_table.shape[0] > 1:
+            self._cursor = (self._cursor + self._rows.shape[0]) % self._alpha_table.shape[0]
+
+    def _layer_hook(self, delta: LayerDelta):
+        def hook(layer, args, output):
+            rows = self._rows
+            if rows is None or self._alpha_table is None:
+                return None
+            x = args[0]
+            coef = self._coef_cache.get(id(delta))
+            if coef is None:
+                coef = self._coef_cache[id(delta)] = delta.coefficients(rows)
+            if x.shape[0] != coef.shape[0]:
+                # Some optimisations (hypertile) fold tiles into the batch, sample-major.
+                coef = coef.repeat_interleave(x.shape[0] // coef.shape[0], dim=0)
+            return output + delta(x, coef).to(output.dtype)
+
+        return hook
+
+    # ----- merged paths ---------------------------------------------------------------------------
+    def _merge_unet(self) -> None:
+        key = tuple((s.uniform_alpha if s.is_on(self._progress) else None) for s in self._sliders)
+        if key == self._merged_key:
+            return  # step gates only re-merge when a slider turns on or off
+        self._merged_key = key
+        deltas: dict[torch.Tensor, list[Contribution]] = {}
+        for slider in self._sliders:
+            if not slider.is_on(self._progress):
+                continue
+            alpha = slider.uniform_alpha
+            for path, module in slider.network.unet.items():
+                weight = self.unet.get_submodule(path).weight
+                deltas.setdefault(weight, []).append(Contribution(module, alpha))
+        self._unet_merger.merge(deltas)
+
+    def _merge_text(self) -> None:
+        deltas: dict[torch.Tensor, list[Contribution]] = {}
+        for slider in self._sliders:
+            for index, modules in enumerate(slider.network.text):
+                if not modules or index >= len(self.text_encoders):
+                    continue
+                slots = text_layer_index(self.text_encoders[index])
+                for path, module in modules.items():
+                    slot = slots[path]
+                    deltas.setdefault(slot.weight, []).append(Contribution(module, slider.text_alpha(), slot.rows))
+        self._text_merger.merge(deltas)
+
+
+def _check_shape(network: SliderNetwork, path: str, layer: torch.nn.Module, module: LoraModule) -> None:
+    where = network.source or network.name
+    if isinstance(layer, torch.nn.Conv2d):
+        expected_in, expected_out = layer.in_channels, layer.out_channels
+        kernel = tuple(module.down.shape[2:]) if module.is_conv else (1, 1)
+        if kernel != tuple(layer.kernel_size):
+            raise SliderFileError(where, f"layer {path}: kernel {kernel} doesn't fit the model's "
+                                         f"{tuple(layer.kernel_size)}")
+    elif isinstance(layer, torch.nn.Linear):
+        expected_in, expected_out = layer.in_features, layer.out_features
+        if module.is_conv and tuple(module.down.shape[2:]) != (1, 1):
+            raise SliderFileError(where, f"layer {path}: a conv delta for a linear layer")
+    else:
+        raise SliderFileError(where, f"layer {path} is a {type(layer).__name__}, not a Linear or Conv2d")
+    if (module.in_features, module.out_features) != (expected_in, expected_out):
+        raise SliderFileError(where, f"layer {path}: shape {module.out_features}×{module.in_features} doesn't fit the "
+                                     f"model's {expected_out}×{expected_in} (a slider for another model?)")

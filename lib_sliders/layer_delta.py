@@ -1,0 +1,73 @@
+"""One target layer's slider deltas, evaluated for a batch with a different α per row.
+
+k sliders on one layer are packed into a single LoRA of rank Σr: their ``down`` weights are
+concatenated along the rank axis and their ``up`` weights along the input axis. A forward pass
+then costs one rank-Σr LoRA, whatever k is, and each batch row scales the rank slots of each
+slider by its own α:
+
+    Δy[b] = up_cat( coef[b] ⊙ down_cat(x[b]) ),  coef[b, slot] = α_owner(slot)[b] · scale_owner(slot)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .lora import LoraModule
+
+
+def _in_layer_shape(module: LoraModule, layer: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    # A 1×1 conv and a Linear are the same map; files for SD1 (conv proj_in) and SD2 (Linear) mix them.
+    down, up = module.down, module.up
+    if isinstance(layer, torch.nn.Conv2d) and not module.is_conv:
+        return down[:, :, None, None], up[:, :, None, None]
+    if not isinstance(layer, torch.nn.Conv2d) and module.is_conv:
+        return down.flatten(1), up.flatten(1)
+    return down, up
+
+
+def _ready(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    # Trainable weights stay as they are (autocast handles their dtype; a cast would cut the graph).
+    if tensor.requires_grad:
+        return tensor if tensor.device == like.device else tensor.to(like.device)
+    return tensor.to(device=like.device, dtype=like.dtype)
+
+
+@dataclass
+class LayerDelta:
+    """Packed deltas of the sliders that touch one Linear or Conv2d layer."""
+
+    layer: torch.nn.Module
+    down: torch.Tensor  # [Σr, in] or [Σr, in, kh, kw]
+    up: torch.Tensor  # [out, Σr] or [out, Σr, 1, 1]
+    owners: torch.Tensor  # [Σr] long: which slider (index into the engine's list) owns each rank slot
+    scales: torch.Tensor  # [Σr] float: alpha/rank of the owning module, per slot
+
+    @classmethod
+    def pack(cls, layer: torch.nn.Module, modules: list[tuple[int, LoraModule]]) -> LayerDelta:
+        weight = layer.weight
+        shaped = [_in_layer_shape(m, layer) for _, m in modules]
+        downs = [_ready(down, weight) for down, _ in shaped]
+        ups = [_ready(up, weight) for _, up in shaped]
+        down = downs[0] if len(downs) == 1 else torch.cat(downs, dim=0)
+        up = ups[0] if len(ups) == 1 else torch.cat(ups, dim=1)
+        owners = torch.cat([torch.full((m.rank,), index, dtype=torch.long) for index, m in modules])
+        scales = torch.cat([torch.full((m.rank,), m.scale, dtype=torch.float32) for _, m in modules])
+        return cls(layer, down, up, owners.to(weight.device), scales.to(weight.device))
+
+    def coefficients(self, row_alphas: torch.Tensor) -> torch.Tensor:
+        """``[rows, Σr]`` slot coefficients from ``[rows, k]`` per-slider α."""
+        return row_alphas.index_select(1, self.owners) * self.scales
+
+    def __call__(self, x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+        """The delta for input ``x``; ``coef`` is ``[rows, Σr]`` with rows == x.shape[0]."""
+        layer = self.layer
+        if isinstance(layer, torch.nn.Conv2d):
+            hidden = F.conv2d(x, self.down, None, layer.stride, layer.padding, layer.dilation)
+            hidden = hidden * coef.to(hidden.dtype)[:, :, None, None]
+            return F.conv2d(hidden, self.up)
+        hidden = F.linear(x, self.down)
+        coef = coef.to(hidden.dtype).reshape(coef.shape[0], *([1] * (hidden.dim() - 2)), coef.shape[1])
+        return F.linear(hidden * coef, self.up)
