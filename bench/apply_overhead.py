@@ -1,0 +1,117 @@
+"""UNet forward cost of applied sliders: hook path (per-row α) and merged path, plus merge/α-change times.
+
+Builds an SD1.5-sized LDM UNet (the webui's own ldm code, random weights) and rank-4 ``noxattn``
+sliders (the official default: 150 layers each). Prints one table.
+
+    python bench/apply_overhead.py                      # CPU: 128 px (16×16 latents), batch 2
+    python bench/apply_overhead.py --device cuda --latent 64 --dtype fp16
+
+Needs the test dependencies (``stable-diffusion-sdkit`` for the ldm UNet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path[:0] = [os.path.join(os.path.dirname(__file__), ".."), os.path.join(os.path.dirname(__file__), "..", "tests")]
+
+from random_sliders import random_slider  # noqa: E402
+from tiny_models import build_unet  # noqa: E402
+
+from lib_sliders.engine import ActiveSlider, SliderEngine  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeats: int, warmup: int = 1) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` runs."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=DTYPES, default=None, help="default: fp16 on cuda, fp32 on cpu")
+    parser.add_argument("--latent", type=int, default=None, help="latent side (64 = 512 px); default 64 cuda, 16 cpu")
+    parser.add_argument("--batch", type=int, default=2, help="UNet rows per call (cond + uncond of one image = 2)")
+    parser.add_argument("--counts", default="0,1,5,20,50", help="numbers of sliders to apply")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per cell (default 20 cuda, 3 cpu)")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    dtype = DTYPES[args.dtype or ("fp16" if cuda else "fp32")]
+    latent = args.latent or (64 if cuda else 16)
+    repeats = args.repeats or (20 if cuda else 3)
+    counts = [int(c) for c in args.counts.split(",")]
+    torch.set_grad_enabled(False)
+
+    unet = build_unet("sd1", tiny=False).to(device=device, dtype=dtype)
+    generator = torch.Generator().manual_seed(0)
+    inputs = {
+        "x": torch.randn(args.batch, 4, latent, latent, generator=generator).to(device, dtype),
+        "timesteps": torch.full((args.batch,), 500, device=device),
+        "context": torch.randn(args.batch, 77, 768, generator=generator).to(device, dtype),
+    }
+    sliders = [random_slider(unet, "noxattn", rank=4, seed=i, name=f"s{i}") for i in range(max(counts))]
+    engine = SliderEngine(unet)
+
+    def forward():
+        unet(**inputs)
+
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {name}; torch {torch.__version__}; dtype {str(dtype).removeprefix('torch.')}; "
+          f"latent {latent}×{latent} ({latent * 8} px); batch {args.batch}; sliders rank 4 noxattn (150 layers)")
+    base = timed(forward, device, repeats)
+    print(f"\n{'path':<28}{'sliders':>8}{'ms/forward':>12}{'overhead':>10}")
+    print(f"{'none':<28}{0:>8}{base * 1e3:>12.1f}{'':>10}")
+    for count in [c for c in counts if c > 0]:
+        per_row = [torch.linspace(-2, 2, args.batch).tolist() for _ in range(count)]
+        engine.apply([ActiveSlider(s, a) for s, a in zip(sliders[:count], per_row, strict=True)], mode="hooks")
+        seconds = timed(forward, device, repeats)
+        print(f"{'hooks, per-row α':<28}{count:>8}{seconds * 1e3:>12.1f}{(seconds / base - 1) * 100:>9.1f}%")
+    for count in [c for c in counts if c > 0][:2]:
+        engine.apply([ActiveSlider(s, 1.0) for s in sliders[:count]], mode="merged")
+        seconds = timed(forward, device, repeats)
+        print(f"{'merged, uniform α':<28}{count:>8}{seconds * 1e3:>12.1f}{(seconds / base - 1) * 100:>9.1f}%")
+    engine.clear()
+
+    print(f"\n{'operation':<44}{'ms':>8}")
+    for count in (1, 5):
+        active = [ActiveSlider(s, 1.0) for s in sliders[:count]]
+        apply_ms = timed(lambda a=active: (engine.apply(a, mode="merged"), engine.clear()), device, repeats) * 1e3
+        print(f"{f'merge + restore, {count} slider(s)':<44}{apply_ms:>8.1f}")
+        engine.apply(active, mode="merged")
+        values = iter(range(10**6))
+        change_ms = timed(lambda c=count, v=values: engine.set_alphas([next(v) % 3 - 1.0] * c), device, repeats) * 1e3
+        print(f"{f'α change, merged, {count} slider(s)':<44}{change_ms:>8.1f}")
+        engine.apply([ActiveSlider(s, 1.0) for s in sliders[:count]], mode="hooks")
+        change_ms = timed(lambda c=count, v=values: engine.set_alphas([next(v) % 3 - 1.0] * c), device, repeats) * 1e3
+        print(f"{f'α change, hooks, {count} slider(s)':<44}{change_ms:>8.1f}")
+        attach_ms = timed(lambda a=active: (engine.apply(a, mode="hooks"), engine.clear()), device, repeats) * 1e3
+        print(f"{f'attach + remove hooks, {count} slider(s)':<44}{attach_ms:>8.1f}")
+    engine.clear()
+
+
+if __name__ == "__main__":
+    main()
