@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import types
 
 import torch
 
@@ -63,22 +64,39 @@ def _comfy_unet_class():
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True  # must be set before comfy.model_management is imported
+    # PyTorch SDPA, as the webui uses by default; ComfyUI's CPU fallback (sub-quadratic attention) scales
+    # q in place and so can't be differentiated through.
+    comfy.cli_args.args.use_pytorch_cross_attention = True
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     return UNetModel, comfy.ops.disable_weight_init
 
 
+def _sgm_block_forward(self, x, context=None, transformer_options=None):
+    """sgm's ``BasicTransformerBlock._forward``: residual adds out of place, so gradients flow through it.
+
+    ComfyUI's copy adds in place (``x += n``), which is fine for sampling but not differentiable; the
+    webui runs sgm's version, which this restores on the ComfyUI block (module names are unchanged).
+    """
+    x = self.attn1(self.norm1(x), context=context if self.disable_self_attn else None) + x
+    x = self.attn2(self.norm2(x), context=context) + x
+    return self.ff(self.norm3(x)) + x
+
+
 def _sgm_unet(config: dict, device=None):
     unet_class, operations = _comfy_unet_class()
     config = dict(config)
-    # ComfyUI's attention only takes one head-count argument; sgm gives num_head_channels.
-    return unet_class(
+    unet = unet_class(
         image_size=32, in_channels=4, out_channels=4, num_res_blocks=[2] * len(config["channel_mult"]),
         use_spatial_transformer=True, legacy=False, num_classes="sequential", use_linear_in_transformer=True,
         use_temporal_attention=False, use_temporal_resblock=False, operations=operations,
         device=device, dtype=torch.float32, **config,
     )
+    for module in unet.modules():
+        if type(module).__name__ == "BasicTransformerBlock":
+            module._forward = types.MethodType(_sgm_block_forward, module)
+    return unet
 
 
 def build_unet(arch: str, *, tiny: bool = True, device=None, seed: int = 0) -> torch.nn.Module:

@@ -1,0 +1,86 @@
+"""What the trainer needs from a diffusion model, and one implementation over the webui's model objects.
+
+The webui's SD1/SD2 ``LatentDiffusion`` and its extended SDXL ``DiffusionEngine`` expose the same
+methods: ``get_learned_conditioning(prompts)`` (a tensor for SD1/SD2, ``{"crossattn", "vector"}`` for
+SDXL), ``apply_model(x, t, cond)`` (the raw model output: ε or v, by ``parameterization``),
+``alphas_cumprod``, ``encode_first_stage``/``get_first_stage_encoding`` and ``model.diffusion_model``.
+``ModelBackend`` wraps any object with those methods, so the trainer runs on the very model the
+webui has loaded; the trainer itself only ever sees ε.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Union
+
+import torch
+
+Conditioning = Union[torch.Tensor, dict[str, torch.Tensor]]  # noqa: UP007 - readable alias
+
+
+class DiffusionBackend(Protocol):
+    unet: torch.nn.Module
+    device: torch.device
+    dtype: torch.dtype
+    alphas_cumprod: torch.Tensor  # [T] float32 on ``device``
+
+    def encode_prompts(self, prompts: list[str]) -> Conditioning: ...
+
+    def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor: ...
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+def cat_cond(conds: list[Conditioning]) -> Conditioning:
+    """Concatenate conditionings along the batch axis (tensors, or dicts of tensors key by key)."""
+    if isinstance(conds[0], dict):
+        return {key: torch.cat([c[key] for c in conds]) for key in conds[0]}
+    return torch.cat(conds)
+
+
+def select_cond(cond: Conditioning, index: torch.Tensor | list[int]) -> Conditioning:
+    """Rows ``index`` of a conditioning (repeats allowed)."""
+    index = torch.as_tensor(index, dtype=torch.long)
+    if isinstance(cond, dict):
+        return {key: value.index_select(0, index.to(value.device)) for key, value in cond.items()}
+    return cond.index_select(0, index.to(cond.device))
+
+
+def v_to_eps(v: torch.Tensor, x_t: torch.Tensor, alphas_cumprod_t: torch.Tensor) -> torch.Tensor:
+    """ε from a v-prediction: with x_t = √ᾱ·x₀ + √(1−ᾱ)·ε and v = √ᾱ·ε − √(1−ᾱ)·x₀, ε = √ᾱ·v + √(1−ᾱ)·x_t."""
+    a = alphas_cumprod_t.reshape(-1, *([1] * (x_t.dim() - 1))).to(x_t.dtype)
+    return a.sqrt() * v + (1 - a).sqrt() * x_t
+
+
+class ModelBackend:
+    """``DiffusionBackend`` over a webui-style model (``LatentDiffusion`` or extended ``DiffusionEngine``)."""
+
+    def __init__(self, model, device: torch.device | str | None = None):
+        self.model = model
+        self.unet: torch.nn.Module = model.model.diffusion_model
+        first = next(self.unet.parameters())
+        self.device = torch.device(device) if device is not None else first.device
+        self.dtype = first.dtype
+        self.alphas_cumprod = torch.as_tensor(model.alphas_cumprod).to(self.device, torch.float32)
+        self.v_prediction = getattr(model, "parameterization", "eps") == "v"
+
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        with torch.no_grad():
+            return self.model.get_learned_conditioning(list(prompts))
+
+    def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        output = self.model.apply_model(x_t, t, cond)
+        if self.v_prediction:
+            return v_to_eps(output, x_t, self.alphas_cumprod[t])
+        return output
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Latents of ``images`` (``[B, 3, H, W]`` in [−1, 1]), scaled as the UNet expects."""
+        with torch.no_grad():
+            encoded = self.model.encode_first_stage(images.to(self.device, self.first_stage_dtype()))
+            return self.model.get_first_stage_encoding(encoded).float()
+
+    def first_stage_dtype(self) -> torch.dtype:
+        first_stage = getattr(self.model, "first_stage_model", None)
+        if first_stage is None:
+            return self.dtype
+        return next(first_stage.parameters()).dtype

@@ -1,0 +1,391 @@
+"""The training configuration: typed dataclasses with validation that names the offending field.
+
+The trainer, the webui tab and the HTTP API all build a ``TrainConfig``. ``validation_errors()`` lists
+every problem as a ``ConfigError`` whose ``field`` is a path such as ``"prompts[0].target"`` or
+``"rank"`` (the API turns them into a 422 body); ``validate()`` raises the first. ``to_dict()`` /
+``TrainConfig.from_dict()`` are the JSON form used by UI presets and the API.
+
+Values are normalised on construction: strings are stripped, integral floats become ints for integer
+fields (Gradio numbers arrive as floats), a blank neutral prompt means "same as target" and blank
+preservation lines are dropped. Values of the wrong type are left as they are for validation to report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field
+from typing import Any
+
+from ..errors import SliderError
+from ..presets import DEFAULT_PRESET, PRESETS
+
+MODES = ("text", "image")
+ACTIONS = ("enhance", "erase")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Image sliders need a much smaller step: users of the official trainer report 2e-4 "generates a mess"
+# and 1e-5 works (rohitgandikota/sliders#47).
+DEFAULT_LR = {"text": 2e-4, "image": 1e-5}
+MAX_RANK = 1024
+MAX_NAME_LENGTH = 100
+_NAME_PUNCTUATION = frozenset(" -_.()")
+# Device names Windows refuses as file stems, whatever the extension.
+_WINDOWS_RESERVED = frozenset(
+    ["con", "prn", "aux", "nul"] + [f"com{i}" for i in range(1, 10)] + [f"lpt{i}" for i in range(1, 10)]
+)
+
+
+class ConfigError(SliderError):
+    """One problem with one field of a training configuration."""
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+# --- value kinds: one checker/normaliser shared by construction, validation and from_dict ----------
+
+_EXPECTED = {
+    "str": "expected a string",
+    "str?": "expected a string or null",
+    "int": "expected an integer",
+    "float": "expected a number",
+    "float?": "expected a number or null",
+    "bool": "expected true or false",
+    "str[]": "expected a list of strings",
+    "float[]": "expected a list of numbers",
+    "float2": "expected a pair of numbers [low, high]",
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _coerce(value: Any, kind: str, path: str) -> Any:
+    """``value`` normalised to ``kind``, or ConfigError(path, "expected ...")."""
+    if kind.endswith("?"):
+        if value is None:
+            return None
+        try:
+            return _coerce(value, kind[:-1], path)
+        except ConfigError:
+            raise ConfigError(path, _EXPECTED[kind]) from None
+    if kind == "str" and isinstance(value, str):
+        return value.strip()
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    if kind == "float" and _is_number(value):
+        return float(value)
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "str[]" and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value]
+    if kind == "float[]" and isinstance(value, (list, tuple)) and all(_is_number(v) for v in value):
+        return [float(v) for v in value]
+    if kind == "float2" and isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_is_number, value)):
+        return (float(value[0]), float(value[1]))
+    raise ConfigError(path, _EXPECTED[kind])
+
+
+def _normalise(obj: Any, kinds: dict[str, str]) -> None:
+    for name, kind in kinds.items():
+        try:
+            setattr(obj, name, _coerce(getattr(obj, name), kind, name))
+        except ConfigError:
+            pass  # validation reports it with the full path
+
+
+def _check_types(obj: Any, kinds: dict[str, str], prefix: str, errors: list[ConfigError]) -> set[str]:
+    """Names of the fields of ``obj`` that have the right type; the others are added to ``errors``."""
+    ok = set()
+    for name, kind in kinds.items():
+        try:
+            _coerce(getattr(obj, name), kind, prefix + name)
+            ok.add(name)
+        except ConfigError as error:
+            errors.append(error)
+    return ok
+
+
+def _from_mapping(cls: type, data: Any, kinds: dict[str, str], path: str, nested: dict[str, type] | None = None):
+    """Build ``cls`` from a JSON-like mapping: unknown fields and wrong types raise, missing ones default."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(path or "config", "expected an object")
+    prefix = f"{path}." if path else ""
+    nested = nested or {}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key in nested:
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(where, "expected a list")
+            kwargs[key] = [nested[key].from_dict(item, path=f"{where}[{i}]") for i, item in enumerate(value)]
+        elif key in kinds:
+            kwargs[key] = _coerce(value, kinds[key], where)
+        else:
+            raise ConfigError(where, f"unknown field {key!r}")
+    for f in dataclasses.fields(cls):
+        if f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f"{prefix}{f.name}", "required")
+    return cls(**kwargs)
+
+
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+# --- names ------------------------------------------------------------------------------------------
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` can't be a slider's file stem, or None when it can."""
+    if not name.strip():
+        return "must not be empty"
+    if name != name.strip():
+        return "must not start or end with whitespace"
+    if "/" in name or "\\" in name:
+        return "must not contain path separators"
+    bad = sorted({c for c in name if not (c.isalnum() or c in _NAME_PUNCTUATION)})
+    if bad:
+        return f"may only contain letters, digits, spaces and - _ . ( ); found {''.join(bad)!r}"
+    if name.startswith("."):
+        return "must not start with '.'"
+    if name.endswith("."):
+        return "must not end with '.'"  # Windows silently drops it
+    if len(name) > MAX_NAME_LENGTH:
+        return f"is too long (at most {MAX_NAME_LENGTH} characters)"
+    if name.split(".")[0].strip().lower() in _WINDOWS_RESERVED:
+        return f"{name!r} is a reserved file name on Windows"
+    return None
+
+
+def sanitize_name(text: str, fallback: str = "slider") -> str:
+    """A safe slider name made from ``text`` (e.g. a file stem): unsafe characters become ``_``."""
+    name = "".join(c if c.isalnum() or c in _NAME_PUNCTUATION else "_" for c in text.strip())
+    name = name.lstrip(".").rstrip(". ")[:MAX_NAME_LENGTH].rstrip(". ")
+    if name_problem(name):
+        name = f"{name}_" if name and name_problem(f"{name}_") is None else fallback
+    return name
+
+
+# --- the dataclasses --------------------------------------------------------------------------------
+
+_PROMPT_KINDS = {
+    "target": "str", "positive": "str", "negative": "str", "neutral": "str?", "preservation": "str[]",
+    "action": "str", "guidance": "float", "weight": "float",
+}
+_PAIR_KINDS = {"before": "str", "after": "str"}
+_CONFIG_KINDS = {
+    "name": "str", "mode": "str", "image_prompt": "str", "scales": "float[]", "rank": "int", "alpha": "float",
+    "preset": "str", "iterations": "int", "lr": "float?", "weight_decay": "float", "resolution": "int",
+    "batch_size": "int", "seed": "int", "precision": "str", "gradient_checkpointing": "bool",
+    "bidirectional": "bool", "max_denoising_steps": "int", "sampling_guidance": "float", "alpha_range": "float2",
+    "default_start": "float", "checkpoint_every": "int",
+}
+
+
+@dataclass
+class TextPrompt:
+    """One prompt entry of a text slider (the official ``prompts.yaml`` entry, with its names fixed)."""
+
+    target: str  # c_t: what the slider is applied to ("person"); may be empty = everything
+    positive: str  # c+ ("person, very old")
+    negative: str  # c- (the official YAML's "unconditional"; "person, very young")
+    neutral: str | None = None  # the frozen base prompt; None (or blank) = target
+    preservation: list[str] = field(default_factory=list)  # concepts P kept apart (["male", "female"])
+    action: str = "enhance"  # "enhance" | "erase"
+    guidance: float = 4.0  # η
+    weight: float = 1.0  # sampling weight among several prompts
+
+    def __post_init__(self) -> None:
+        _normalise(self, _PROMPT_KINDS)
+        if self.neutral == "":
+            self.neutral = None  # a blank UI field means "same as target"
+        if isinstance(self.preservation, list) and all(isinstance(p, str) for p in self.preservation):
+            self.preservation = [p for p in self.preservation if p]
+        if isinstance(self.action, str):
+            self.action = self.action.lower()
+
+    @classmethod
+    def from_dict(cls, data: Any, *, path: str = "") -> TextPrompt:
+        return _from_mapping(cls, data, _PROMPT_KINDS, path)
+
+    def validation_errors(self, path: str = "") -> list[ConfigError]:
+        prefix = f"{path}." if path else ""
+        errors: list[ConfigError] = []
+        ok = _check_types(self, _PROMPT_KINDS, prefix, errors)
+
+        def bad(name: str, problem: str) -> None:
+            errors.append(ConfigError(prefix + name, problem))
+
+        # An empty target is allowed: the empty prompt is a real conditioning, and the official
+        # "details" slider and ai-toolkit's detail example use it to affect every image.
+        if "positive" in ok and not self.positive:
+            bad("positive", "must not be empty")
+        # An empty negative is allowed too: it is the official default (c- = the empty prompt).
+        if {"positive", "negative"} <= ok and self.positive and self.positive == self.negative:
+            bad("negative", "is the same as positive, so the slider would learn nothing")
+        if "action" in ok and self.action not in ACTIONS:
+            bad("action", f"unknown action {self.action!r}; choose enhance or erase")
+        if "guidance" in ok and not _positive(self.guidance):
+            bad("guidance", "must be a positive number (use action 'erase' to reverse the direction)")
+        if "weight" in ok and not _positive(self.weight):
+            bad("weight", "must be a positive number")
+        return errors
+
+
+@dataclass
+class ImagePair:
+    """One before/after image pair of an image slider (same subject, the attribute low → high)."""
+
+    before: str  # path of the "low"/negative image
+    after: str  # path of the "high"/positive image
+
+    def __post_init__(self) -> None:
+        _normalise(self, _PAIR_KINDS)
+
+    @classmethod
+    def from_dict(cls, data: Any, *, path: str = "") -> ImagePair:
+        return _from_mapping(cls, data, _PAIR_KINDS, path)
+
+    def validation_errors(self, path: str = "") -> list[ConfigError]:
+        prefix = f"{path}." if path else ""
+        errors: list[ConfigError] = []
+        ok = _check_types(self, _PAIR_KINDS, prefix, errors)
+        for name in ("before", "after"):
+            if name in ok and not getattr(self, name):
+                errors.append(ConfigError(prefix + name, "must not be empty"))
+        if ok == {"before", "after"} and self.before and self.before == self.after:
+            errors.append(ConfigError(prefix + "after", "is the same image as before"))
+        return errors
+
+
+@dataclass
+class TrainConfig:
+    """Everything a slider training run needs besides the model."""
+
+    name: str
+    mode: str = "text"  # "text" | "image"
+    prompts: list[TextPrompt] = field(default_factory=list)
+    pairs: list[ImagePair] = field(default_factory=list)
+    image_prompt: str = ""  # conditioning for image sliders (official: empty)
+    scales: list[float] = field(default_factory=lambda: [1.0, 2.0])  # image sliders train at ±s
+    rank: int = 4
+    alpha: float = 1.0
+    preset: str = DEFAULT_PRESET
+    iterations: int = 1000
+    lr: float | None = None  # None = DEFAULT_LR for the mode
+    weight_decay: float = 0.01
+    resolution: int = 512
+    batch_size: int = 1
+    seed: int = 0
+    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16"
+    gradient_checkpointing: bool = False
+    bidirectional: bool = True
+    max_denoising_steps: int = 50
+    sampling_guidance: float = 3.0  # CFG while denoising to the training latents (official: 3)
+    alpha_range: tuple[float, float] = (-3.0, 3.0)  # recommended α range saved in the file
+    default_start: float = 0.0  # recommended start (fraction of steps) saved in the file
+    checkpoint_every: int = 0  # iterations between resumable checkpoints; 0 = none
+
+    def __post_init__(self) -> None:
+        _normalise(self, _CONFIG_KINDS)
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the default for the mode when it is None."""
+        return self.lr if self.lr is not None else DEFAULT_LR.get(self.mode, DEFAULT_LR["text"])
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TrainConfig:
+        """The inverse of ``to_dict``; missing fields take their defaults. Raises ConfigError for unknown
+        fields and wrong types (values are checked by ``validate``)."""
+        return _from_mapping(cls, data, _CONFIG_KINDS, "", nested={"prompts": TextPrompt, "pairs": ImagePair})
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (tuples as lists) that ``from_dict`` reads back."""
+        data = dataclasses.asdict(self)
+        data["alpha_range"] = list(data["alpha_range"])
+        return data
+
+    def validate(self) -> None:
+        """Raise the first problem as a ConfigError."""
+        errors = self.validation_errors()
+        if errors:
+            raise errors[0]
+
+    def validation_errors(self) -> list[ConfigError]:
+        """Every problem, in field order."""
+        errors: list[ConfigError] = []
+        ok = _check_types(self, _CONFIG_KINDS, "", errors)
+
+        def bad(name: str, problem: str) -> None:
+            errors.append(ConfigError(name, problem))
+
+        if "name" in ok and (problem := name_problem(self.name)):
+            bad("name", problem)
+        if "mode" in ok and self.mode not in MODES:
+            bad("mode", f"unknown mode {self.mode!r}; choose text or image")
+        if self.mode == "text":
+            self._check_items("prompts", TextPrompt, "add at least one prompt for a text slider", errors)
+        if self.mode == "image":
+            self._check_items("pairs", ImagePair, "add at least one before/after pair for an image slider", errors)
+            if "scales" in ok:
+                if not self.scales:
+                    bad("scales", "must not be empty")
+                for i, scale in enumerate(self.scales):
+                    if not _positive(scale):
+                        bad(f"scales[{i}]", "must be a positive number (the slider trains at ±scale)")
+        if "rank" in ok and not 1 <= self.rank <= MAX_RANK:
+            bad("rank", f"must be between 1 and {MAX_RANK}")
+        if "alpha" in ok and not _positive(self.alpha):
+            bad("alpha", "must be a positive number")
+        if "preset" in ok and self.preset not in PRESETS:
+            bad("preset", f"unknown layer preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if "iterations" in ok and self.iterations < 1:
+            bad("iterations", "must be at least 1")
+        if "lr" in ok and self.lr is not None and not _positive(self.lr):
+            bad("lr", "must be a positive number (leave it empty for the default: 2e-4 text, 1e-5 image)")
+        if "weight_decay" in ok and not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            bad("weight_decay", "must be zero or a positive number")
+        if "resolution" in ok and not (64 <= self.resolution <= 4096 and self.resolution % 64 == 0):
+            bad("resolution", "must be a multiple of 64 between 64 and 4096")
+        if "batch_size" in ok and self.batch_size < 1:
+            bad("batch_size", "must be at least 1")
+        if "precision" in ok and self.precision not in PRECISIONS:
+            bad("precision", f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        # k is drawn from [1, N) and t = k·1000/N must stay a distinct training timestep.
+        if "max_denoising_steps" in ok and not 2 <= self.max_denoising_steps <= 1000:
+            bad("max_denoising_steps", "must be between 2 and 1000")
+        if "sampling_guidance" in ok and not (math.isfinite(self.sampling_guidance) and self.sampling_guidance >= 1):
+            bad("sampling_guidance", "must be at least 1 (1 = no classifier-free guidance)")
+        if "alpha_range" in ok:
+            low, high = self.alpha_range
+            if not (math.isfinite(low) and math.isfinite(high)):
+                bad("alpha_range", "must be finite numbers")
+            elif low >= high:
+                bad("alpha_range", "low must be below high")
+        if "default_start" in ok and not 0 <= self.default_start < 1:
+            bad("default_start", "must be a fraction of the steps in [0, 1)")
+        if "checkpoint_every" in ok and self.checkpoint_every < 0:
+            bad("checkpoint_every", "must be zero (no checkpoints) or a positive number of iterations")
+        return errors
+
+    def _check_items(self, name: str, item_cls: type, empty: str, errors: list[ConfigError]) -> None:
+        items = getattr(self, name)
+        if not isinstance(items, list):
+            errors.append(ConfigError(name, "expected a list"))
+            return
+        if not items:
+            errors.append(ConfigError(name, empty))
+        for i, item in enumerate(items):
+            if isinstance(item, item_cls):
+                errors.extend(item.validation_errors(f"{name}[{i}]"))
+            else:
+                errors.append(ConfigError(f"{name}[{i}]", f"expected a {item_cls.__name__}"))

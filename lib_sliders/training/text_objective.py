@@ -1,0 +1,148 @@
+"""The text-slider objective: the paper's target, with a preservation sum and both directions.
+
+For a prompt entry (target c_t, positive c+, negative c−, neutral c_n, preservation set P, guidance η):
+
+    ε*(x_t, c_t) ← ε(x_t, c_n) ± η · Σ_{p∈P} [ε(x_t, c+ ⊕ p) − ε(x_t, c− ⊕ p)]
+
+(+ to enhance, − to erase; with P empty the sum is the single term ε(c+) − ε(c−)). The slider at α=+1
+learns that target; with ``bidirectional`` it also learns the mirrored target at α=−1, so negative α
+is trained rather than extrapolated.
+
+Training latents follow the official loop: start from noise and denoise k DDIM steps with the slider
+on (CFG between c− and c_t), then train at the timestep the latent actually sits at (the official
+code labels it one DDIM step too early).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .backend import DiffusionBackend, select_cond
+from .schedule import ddim_step, ddim_timesteps
+
+
+def with_concept(prompt: str, concept: str | None) -> str:
+    return prompt if not concept else f"{prompt}, {concept}"
+
+
+@dataclass
+class _EntryRows:
+    """Row indices, in the cached conditioning, of the prompts one entry uses."""
+
+    target: int
+    neutral: int
+    negative: int
+    positives: list[int]  # c+ ⊕ p for each p (or [c+] when P is empty)
+    negatives: list[int]  # c− ⊕ p likewise
+    sign: float  # +η to enhance, −η to erase
+
+
+class TextObjective:
+    def __init__(self, backend: DiffusionBackend, config, run):
+        self.backend = backend
+        self.config = config
+        self.run = run  # the trainer's shared state: engine, generator, autocast, predict
+        strings: dict[str, int] = {}
+
+        def row(text: str) -> int:
+            return strings.setdefault(text, len(strings))
+
+        self.entries = []
+        for prompt in config.prompts:
+            concepts = list(prompt.preservation) or [None]
+            self.entries.append(_EntryRows(
+                target=row(prompt.target),
+                neutral=row(prompt.neutral if prompt.neutral else prompt.target),
+                negative=row(prompt.negative),
+                positives=[row(with_concept(prompt.positive, p)) for p in concepts],
+                negatives=[row(with_concept(prompt.negative, p)) for p in concepts],
+                sign=prompt.guidance * (1.0 if prompt.action == "enhance" else -1.0),
+            ))
+        self.weights = torch.tensor([p.weight for p in config.prompts], dtype=torch.float32)
+        # Every distinct prompt is encoded once, in one call; iterations only index into it.
+        self.cond = backend.encode_prompts(list(strings))
+        self.timesteps = ddim_timesteps(config.max_denoising_steps, len(backend.alphas_cumprod))
+
+    # ----- one training iteration --------------------------------------------------------------
+    def loss(self) -> torch.Tensor:
+        run, config = self.run, self.config
+        batch = config.batch_size
+        entries = [self.entries[i] for i in torch.multinomial(self.weights, batch, True, generator=run.generator)]
+        k = int(torch.randint(1, config.max_denoising_steps, (1,), generator=run.generator))
+        direction_sign = 1.0
+        if config.bidirectional and torch.rand((), generator=run.generator) < 0.5:
+            direction_sign = -1.0
+        noise = run.randn(batch)
+        x_t, t = self.denoise(noise, entries, k, slider_alpha=direction_sign)
+        neutral, direction = self.targets(x_t, t, entries)
+        positive_target, negative_target = neutral + direction, neutral - direction
+
+        trained = [(1.0, positive_target)] + ([(-1.0, negative_target)] if config.bidirectional else [])
+        alphas = torch.tensor([a for a, _ in trained for _ in range(batch)])
+        run.set_alpha(alphas)
+        cond = select_cond(self.cond, [e.target for _ in trained for e in entries])
+        with run.autocast():
+            prediction = run.predict(x_t.repeat(len(trained), 1, 1, 1), t.repeat(len(trained)), cond)
+        target = torch.cat([tgt for _, tgt in trained])
+        return torch.nn.functional.mse_loss(prediction.float(), target)
+
+    @torch.no_grad()
+    def denoise(self, noise: torch.Tensor, entries: list[_EntryRows], k: int, slider_alpha: float,
+                timesteps: torch.Tensor | None = None):
+        """Run k DDIM steps from ``noise`` with the slider at ``slider_alpha``; return (x_t, t)."""
+        run = self.run
+        timesteps = self.timesteps if timesteps is None else timesteps
+        alphas_cumprod = self.backend.alphas_cumprod
+        cond = select_cond(self.cond, [e.negative for e in entries] + [e.target for e in entries])
+        run.set_alpha(torch.tensor(slider_alpha))
+        x = noise
+        for i in range(k):
+            t = timesteps[i].to(x.device).repeat(2 * len(entries))
+            with run.autocast():
+                eps_uncond, eps_cond = run.predict(torch.cat([x, x]), t, cond).float().chunk(2)
+            eps = eps_uncond + self.config.sampling_guidance * (eps_cond - eps_uncond)
+            x = ddim_step(x, eps, alphas_cumprod[timesteps[i]], alphas_cumprod[timesteps[i + 1]])
+        return x, timesteps[k].to(x.device).repeat(len(entries))
+
+    @torch.no_grad()
+    def targets(self, x_t: torch.Tensor, t: torch.Tensor, entries: list[_EntryRows]):
+        """Frozen ε(c_n) and the signed η-weighted direction, all conditionings in one UNet call.
+
+        The α=+1 target is ``neutral + direction``, the α=−1 target ``neutral − direction``.
+        """
+        run = self.run
+        rows, spans = [], []
+        for entry in entries:
+            start = len(rows)
+            rows += [entry.neutral, *entry.positives, *entry.negatives]
+            spans.append((start, len(entry.positives)))
+        repeats = torch.tensor([1 + 2 * n for _, n in spans], device=x_t.device)
+        run.set_alpha(torch.tensor(0.0))
+        with run.autocast():
+            eps = run.predict(x_t.repeat_interleave(repeats, 0), t.repeat_interleave(repeats, 0),
+                              select_cond(self.cond, rows)).float()
+        neutral, direction = [], []
+        for entry, (start, n) in zip(entries, spans, strict=True):
+            pos, neg = eps[start + 1:start + 1 + n], eps[start + 1 + n:start + 1 + 2 * n]
+            neutral.append(eps[start])
+            direction.append(entry.sign * (pos - neg).sum(0))
+        return torch.stack(neutral), torch.stack(direction)
+
+    # ----- held-out evaluation ------------------------------------------------------------------
+    @torch.no_grad()
+    def effect_batch(self, generator: torch.Generator, samples: int):
+        """Held-out (x_t, t, cond, wanted Δε at α=+1, base ε) with latents from the base model (short schedule)."""
+        run = self.run
+        entries = [self.entries[i] for i in torch.multinomial(self.weights, samples, True, generator=generator)]
+        short = ddim_timesteps(10, len(self.backend.alphas_cumprod))
+        k = int(torch.randint(2, 9, (1,), generator=generator))
+        noise = run.randn(samples, generator=generator)
+        x_t, t = self.denoise(noise, entries, k, slider_alpha=0.0, timesteps=short)
+        _, direction = self.targets(x_t, t, entries)
+        run.set_alpha(torch.tensor(0.0))
+        cond = select_cond(self.cond, [e.target for e in entries])
+        with run.autocast():
+            base = run.predict(x_t, t, cond).float()
+        return x_t, t, cond, direction, base

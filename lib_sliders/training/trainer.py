@@ -1,0 +1,301 @@
+"""The training loop: a slider trained on the live model, which is left exactly as it was found.
+
+The slider is attached through the core engine's hooks (never merged into the model's weights), its
+weights are fp32 masters (autocast runs the UNet in half precision when asked), every random draw
+comes from one seeded generator (so a run is deterministic, and a resumed run repeats the
+uninterrupted one bit for bit), and a cooperative ``should_stop`` ends the run early with what was
+learned so far.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .. import __version__
+from ..arch import detect_model_arch
+from ..engine import ActiveSlider, SliderEngine
+from ..errors import SliderError
+from ..lora import LoraModule, SliderNetwork
+from ..presets import select_layers
+from ..slider_file import save_slider
+from .backend import DiffusionBackend
+from .checkpointing import gradient_checkpointing
+from .effect import EffectScore, measure_effect
+from .image_objective import ImageObjective
+from .text_objective import TextObjective
+
+EFFECT_SEED_OFFSET = 1_000_003  # held-out draws never coincide with training draws
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    iteration: int  # iterations done
+    total: int
+    loss: float  # mean loss since the previous report
+    its_per_second: float
+    eta_seconds: float
+
+
+@dataclass
+class TrainResult:
+    network: SliderNetwork
+    config: object
+    iterations: int
+    cancelled: bool
+    losses: list[float] = field(default_factory=list)
+    effect: EffectScore | None = None
+    held_out_loss: tuple[float, float] | None = None  # (before, after) training, when asked for
+
+
+class _Run:
+    """What the objectives share: the engine driving the slider, the generator, precision."""
+
+    def __init__(self, backend: DiffusionBackend, engine: SliderEngine, generator: torch.Generator,
+                 latent_shape: tuple[int, int, int], autocast_dtype: torch.dtype | None):
+        self.backend = backend
+        self.engine = engine
+        self.generator = generator
+        self.latent_shape = latent_shape
+        self.autocast_dtype = autocast_dtype
+
+    def randn(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        # Drawn on the CPU so a seed means the same noise on every device.
+        noise = torch.randn((batch, *self.latent_shape), generator=generator or self.generator)
+        return noise.to(self.backend.device)
+
+    def set_alpha(self, alphas: torch.Tensor) -> None:
+        self.engine.set_alphas([alphas])
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.backend.device.type, dtype=self.autocast_dtype)
+
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
+        return self.backend.predict_eps(x_t, t, cond)
+
+
+def _autocast_dtype(precision: str, model_dtype: torch.dtype, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32":
+        if model_dtype != torch.float32:
+            raise SliderError("precision: fp32 training needs a full-precision model (start the webui with --no-half)")
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    # auto: full precision when the model is, else the model's own half type
+    return None if model_dtype == torch.float32 else model_dtype
+
+
+def new_slider_network(unet: torch.nn.Module, config, generator: torch.Generator, device) -> SliderNetwork:
+    """Trainable LoRA weights on the preset's layers: ``down`` Kaiming-uniform, ``up`` zero (starts as a no-op)."""
+    modules = {}
+    for path, layer in select_layers(unet, config.preset).items():
+        if isinstance(layer, torch.nn.Conv2d):
+            rank = min(config.rank, layer.in_channels, layer.out_channels)
+            down = torch.empty(rank, layer.in_channels, *layer.kernel_size)
+            up = torch.zeros(layer.out_channels, rank, 1, 1)
+        else:
+            rank = config.rank
+            down = torch.empty(rank, layer.in_features)
+            up = torch.zeros(layer.out_features, rank)
+        torch.nn.init.kaiming_uniform_(down, a=1, generator=generator)
+        modules[path] = LoraModule(torch.nn.Parameter(down.to(device)), torch.nn.Parameter(up.to(device)),
+                                   alpha=float(config.alpha))
+    return SliderNetwork(name=config.name, unet=modules)
+
+
+def _parameters(network: SliderNetwork) -> list[torch.Tensor]:
+    return [tensor for module in network.unet.values() for tensor in (module.down, module.up)]
+
+
+class SliderTrainer:
+    def __init__(self, backend: DiffusionBackend, config, *,
+                 on_progress: Callable[[TrainProgress], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None,
+                 checkpoint_path: str | os.PathLike | None = None,
+                 progress_every: int | None = None, held_out_draws: int = 0):
+        config.validate()
+        self.backend = backend
+        self.config = config
+        self.on_progress = on_progress
+        self.should_stop = should_stop or (lambda: False)
+        self.checkpoint_path = checkpoint_path
+        self.progress_every = progress_every or max(1, config.iterations // 100)
+        self.held_out_draws = held_out_draws  # > 0: measure the loss on fixed draws before and after
+
+    def train(self, resume_from: str | os.PathLike | None = None) -> TrainResult:
+        config, unet = self.config, self.backend.unet
+        saved_mode = unet.training
+        saved_requires_grad = [p.requires_grad for p in unet.parameters()]
+        engine = SliderEngine(unet)
+        try:
+            unet.eval().requires_grad_(False)
+            with gradient_checkpointing(unet, config.gradient_checkpointing):
+                return self._train(engine, resume_from)
+        finally:
+            engine.clear()
+            unet.train(saved_mode)
+            for parameter, requires_grad in zip(unet.parameters(), saved_requires_grad, strict=True):
+                parameter.requires_grad_(requires_grad)
+
+    def _train(self, engine: SliderEngine, resume_from) -> TrainResult:
+        backend, config = self.backend, self.config
+        generator = torch.Generator().manual_seed(config.seed)
+        network = new_slider_network(backend.unet, config, generator, backend.device)
+        engine.apply([ActiveSlider(network, 0.0)])
+        channels = getattr(backend.unet, "in_channels", 4)
+        side = config.resolution // 8
+        run = _Run(backend, engine, generator, (channels, side, side),
+                   _autocast_dtype(config.precision, backend.dtype, backend.device))
+        objective = TextObjective(backend, config, run) if config.mode == "text" else ImageObjective(backend, config, run)
+        parameters = _parameters(network)
+        optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+        scaler = torch.amp.GradScaler(backend.device.type, enabled=run.autocast_dtype == torch.float16)
+
+        start, losses = 0, []
+        if resume_from is not None:
+            start, losses = self._load_state(resume_from, network, optimizer, generator)
+        held_out_seed = config.seed + EFFECT_SEED_OFFSET
+        loss_before = self.held_out_loss(objective, run, held_out_seed) if self.held_out_draws else None
+
+        cancelled, pending, began = False, [], time.perf_counter()
+        iteration = start
+        while iteration < config.iterations:
+            if self.should_stop():
+                cancelled = True
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss = objective.loss()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            pending.append(loss.detach())
+            iteration += 1
+            if iteration % self.progress_every == 0 or iteration == config.iterations:
+                losses += torch.stack(pending).float().cpu().tolist()  # the only host sync of the loop
+                pending = []
+                self._report(iteration, start, began, losses)
+            if self.checkpoint_path and config.checkpoint_every and iteration % config.checkpoint_every == 0:
+                losses += torch.stack(pending).float().cpu().tolist() if pending else []
+                pending = []
+                self._save_state(network, optimizer, generator, iteration, losses)
+        if pending:
+            losses += torch.stack(pending).float().cpu().tolist()
+
+        effect = measure_effect(objective, run, seed=held_out_seed) if iteration > 0 else None
+        held_out = (loss_before, self.held_out_loss(objective, run, held_out_seed)) if self.held_out_draws else None
+        result_network = SliderNetwork(
+            name=config.name,
+            unet={path: LoraModule(m.down.detach().float().cpu().clone(), m.up.detach().float().cpu().clone(), m.alpha)
+                  for path, m in network.unet.items()},
+            arch=frozenset({detect_model_arch(backend.unet)}),
+        )
+        return TrainResult(result_network, config, iteration, cancelled, losses, effect, held_out)
+
+    def held_out_loss(self, objective, run: _Run, seed: int) -> float:
+        """Mean objective loss over fixed draws (the same draws for every call with the same seed)."""
+        draws = self.held_out_draws
+        training_generator = run.generator
+        run.generator = torch.Generator().manual_seed(seed)
+        try:
+            with torch.no_grad():
+                return sum(float(objective.loss()) for _ in range(draws)) / draws
+        finally:
+            run.generator = training_generator
+
+    def _report(self, iteration: int, start: int, began: float, losses: list[float]) -> None:
+        if self.on_progress is None:
+            return
+        elapsed = time.perf_counter() - began
+        rate = (iteration - start) / elapsed if elapsed > 0 else 0.0
+        recent = losses[-self.progress_every:]
+        eta = (self.config.iterations - iteration) / rate if rate > 0 else float("inf")
+        self.on_progress(TrainProgress(iteration, self.config.iterations, sum(recent) / len(recent), rate, eta))
+
+    # ----- resumable checkpoints ----------------------------------------------------------------
+    def _save_state(self, network: SliderNetwork, optimizer, generator: torch.Generator, iteration: int,
+                    losses: list[float]) -> None:
+        state = {
+            "format": "sliders-training-state/1",
+            "iteration": iteration,
+            "config": self.config.to_dict(),
+            "weights": {path: [m.down.detach().cpu(), m.up.detach().cpu()] for path, m in network.unet.items()},
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "losses": list(losses),
+        }
+        directory = os.path.dirname(os.path.abspath(self.checkpoint_path))
+        handle, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                torch.save(state, file)
+            os.replace(temporary, self.checkpoint_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+    def _load_state(self, path, network: SliderNetwork, optimizer, generator: torch.Generator):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise SliderError(f"{path}: not a training checkpoint ({error})") from None
+        if not isinstance(state, dict) or state.get("format") != "sliders-training-state/1":
+            raise SliderError(f"{path}: not a training checkpoint")
+        saved, current = dict(state["config"]), self.config.to_dict()
+        saved.pop("iterations", None)
+        current.pop("iterations", None)
+        if saved != current:
+            changed = sorted(k for k in current if saved.get(k) != current.get(k))
+            raise SliderError(f"{path}: checkpoint was made with different settings ({', '.join(changed)})")
+        with torch.no_grad():
+            for path_, module in network.unet.items():
+                down, up = state["weights"][path_]
+                module.down.copy_(down)
+                module.up.copy_(up)
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        return int(state["iteration"]), list(state["losses"])
+
+
+def training_metadata(result: TrainResult, *, base_model_name: str | None = None,
+                      base_model_hash: str | None = None) -> tuple[dict, dict]:
+    """(``sliders.prompts``, ``sliders.training``) for a trained slider's file header."""
+    config = result.config
+    if config.mode == "text":
+        prompts = {"mode": "text", "entries": [asdict(p) for p in config.prompts]}
+    else:
+        prompts = {"mode": "image", "image_prompt": config.image_prompt, "scales": list(config.scales),
+                   "pairs": [os.path.basename(p.after) for p in config.pairs]}
+    settings = config.to_dict()
+    for key in ("prompts", "pairs", "name"):
+        settings.pop(key, None)
+    training = {**settings, "iterations_done": result.iterations, "cancelled": result.cancelled,
+                "final_loss": result.losses[-1] if result.losses else None, "trainer_version": __version__,
+                "base_model": base_model_name, "base_model_hash": base_model_hash,
+                "effect": result.effect.to_dict() if result.effect else None}
+    return prompts, training
+
+
+def save_trained_slider(result: TrainResult, path: str | os.PathLike, *, prediction_type: str | None = None,
+                        base_model_name: str | None = None, base_model_hash: str | None = None,
+                        dtype: torch.dtype = torch.float16, overwrite: bool = False) -> dict[str, str]:
+    """Write a training result with the core's writer (atomic, kohya keys, our metadata)."""
+    (arch,) = result.network.arch
+    prompts, training = training_metadata(result, base_model_name=base_model_name, base_model_hash=base_model_hash)
+    extra = {"sliders.effect": json.dumps(result.effect.to_dict())} if result.effect else None
+    config = result.config
+    return save_slider(result.network, path, arch=arch, dtype=dtype, title=config.name,
+                       prediction_type=prediction_type, alpha_range=tuple(config.alpha_range),
+                       default_start=config.default_start, prompts=prompts, training=training,
+                       extra_metadata=extra, overwrite=overwrite)

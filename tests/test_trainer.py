@@ -1,0 +1,156 @@
+"""The training engine on faithful doubles of the webui's model objects (real tiny LDM/sgm UNets)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from toy_diffusion import make_toy_model
+
+from lib_sliders.slider_file import load_slider
+from lib_sliders.training.backend import ModelBackend
+from lib_sliders.training.config import ConfigError, ImagePair, TextPrompt, TrainConfig
+from lib_sliders.training.trainer import SliderTrainer, save_trained_slider
+
+AGE = TextPrompt(target="person", positive="person, very old", negative="person, very young",
+                 preservation=["male", "female"], guidance=2.0)
+
+
+def small_config(**overrides) -> TrainConfig:
+    settings = dict(name="age", prompts=[AGE], iterations=20, resolution=64, lr=1e-2, max_denoising_steps=4,
+                    rank=4, seed=1)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def snapshot(module: torch.nn.Module):
+    return ({k: v.clone() for k, v in module.state_dict().items()}, module.training,
+            [p.requires_grad for p in module.parameters()])
+
+
+def assert_restored(module: torch.nn.Module, saved) -> None:
+    state, training, requires_grad = saved
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert module.training == training
+    assert [p.requires_grad for p in module.parameters()] == requires_grad
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in module.modules())
+
+
+@pytest.fixture(scope="module")
+def sd1():
+    return make_toy_model("sd1")
+
+
+def test_text_slider_learns_its_direction_and_leaves_the_model_as_found(sd1, tmp_path):
+    unet = sd1.model.diffusion_model
+    unet.train()  # an unusual state the trainer must put back
+    saved = snapshot(unet)
+    progress = []
+    trainer = SliderTrainer(ModelBackend(sd1), small_config(), on_progress=progress.append, progress_every=4,
+                            held_out_draws=6)
+    result = trainer.train()
+    assert_restored(unet, saved)
+    unet.eval()
+
+    before, after = result.held_out_loss
+    assert after < 0.92 * before, f"held-out loss {before:.4f} → {after:.4f}"
+    effect = result.effect
+    assert not effect.does_nothing, effect.summary()
+    assert effect.cosine > 0.3 and effect.gain > 0.1, effect.summary()
+    # bidirectional: α=−1 moves along the negative target
+    assert effect.cosine_negative > 0.3 and effect.gain_negative > 0.1, effect.summary()
+    assert [p.iteration for p in progress] == [4, 8, 12, 16, 20]
+    assert all(p.loss > 0 and p.its_per_second > 0 for p in progress)
+
+    path = tmp_path / "age.safetensors"
+    header = save_trained_slider(result, path, base_model_name="toy-sd1", base_model_hash="abc123")
+    assert header["sliders.training"] and '"base_model": "toy-sd1"' in header["sliders.training"]
+    assert '"does_nothing": false' in header["sliders.effect"]
+    loaded = load_slider(path)
+    assert set(loaded.unet) == set(result.network.unet)
+    assert '"very old"' not in header["sliders.prompts"] and "person, very old" in header["sliders.prompts"]
+
+
+def test_untrained_slider_scores_as_doing_nothing(sd1):
+    result = SliderTrainer(ModelBackend(sd1), small_config(iterations=1, lr=1e-12)).train()
+    assert result.effect.does_nothing
+    assert abs(result.effect.gain) < 0.01
+
+
+def test_cancel_then_resume_equals_an_uninterrupted_run(sd1, tmp_path):
+    config = small_config(iterations=6, checkpoint_every=3)
+    whole = SliderTrainer(ModelBackend(sd1), config, checkpoint_path=tmp_path / "whole.state").train()
+
+    calls = iter(range(100))
+    checkpoint = tmp_path / "run.state"
+    cancelled = SliderTrainer(ModelBackend(sd1), config, checkpoint_path=checkpoint,
+                              should_stop=lambda: next(calls) >= 3).train()
+    assert cancelled.cancelled and cancelled.iterations == 3
+    assert any(m.up.abs().sum() > 0 for m in cancelled.network.unet.values()), "cancel keeps what was learned"
+    resumed = SliderTrainer(ModelBackend(sd1), config, checkpoint_path=checkpoint).train(resume_from=checkpoint)
+    assert resumed.iterations == 6 and not resumed.cancelled
+    assert resumed.losses == whole.losses
+    for path, module in whole.network.unet.items():
+        assert torch.equal(module.down, resumed.network.unet[path].down), path
+        assert torch.equal(module.up, resumed.network.unet[path].up), path
+
+
+def test_resume_refuses_a_checkpoint_made_with_other_settings(sd1, tmp_path):
+    checkpoint = tmp_path / "run.state"
+    SliderTrainer(ModelBackend(sd1), small_config(iterations=2, checkpoint_every=2), checkpoint_path=checkpoint).train()
+    with pytest.raises(Exception, match="different settings.*rank"):
+        SliderTrainer(ModelBackend(sd1), small_config(iterations=4, rank=2)).train(resume_from=checkpoint)
+
+
+def test_same_seed_same_slider_and_checkpointing_changes_nothing(sd1):
+    first = SliderTrainer(ModelBackend(sd1), small_config(iterations=2)).train()
+    second = SliderTrainer(ModelBackend(sd1), small_config(iterations=2, gradient_checkpointing=True)).train()
+    for path, module in first.network.unet.items():
+        torch.testing.assert_close(module.up, second.network.unet[path].up, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch, parameterization", [("sd2", "v"), ("sdxl", "eps")])
+def test_sd2_v_prediction_and_sdxl_train(arch, parameterization):
+    model = make_toy_model(arch, parameterization=parameterization)
+    saved = snapshot(model.model.diffusion_model)
+    result = SliderTrainer(ModelBackend(model), small_config(iterations=4, preset="full")).train()
+    assert result.network.arch == frozenset({arch})
+    assert all(np.isfinite(result.losses)) and len(result.losses) == 4
+    assert result.effect is not None and result.effect.gain > 0
+    assert_restored(model.model.diffusion_model, saved)
+
+
+def test_image_slider_trains_two_sided_from_pairs(sd1, tmp_path):
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(3):
+        texture = rng.integers(0, 60, (48, 40, 3), dtype=np.uint8)
+        before, after = tmp_path / f"{i}_before.png", tmp_path / f"{i}_after.jpg"
+        Image.fromarray(texture).save(before)
+        Image.fromarray(texture + 150).convert("L").save(after)  # greyscale: must be converted to RGB
+        pairs.append(ImagePair(before=str(before), after=str(after)))
+    config = small_config(mode="image", prompts=[], pairs=pairs, scales=[1.0, 2.0], iterations=10, lr=1e-3)
+    result = SliderTrainer(ModelBackend(sd1), config, held_out_draws=6).train()
+    before, after = result.held_out_loss
+    assert after < before
+    assert result.effect.cosine > 0, result.effect.summary()
+
+
+def test_bad_configs_are_refused_before_anything_runs(sd1):
+    with pytest.raises(ConfigError, match=r"prompts\[0\]\.positive"):
+        SliderTrainer(ModelBackend(sd1), small_config(prompts=[TextPrompt(target="a", positive=" ", negative="b")]))
+    with pytest.raises(ConfigError, match="rank"):
+        SliderTrainer(ModelBackend(sd1), small_config(rank=0))
+    with pytest.raises(ConfigError, match="preset"):
+        SliderTrainer(ModelBackend(sd1), small_config(preset="everything"))
+
+
+def test_unreadable_image_names_the_file(sd1, tmp_path):
+    broken, fine = tmp_path / "broken.png", tmp_path / "fine.png"
+    broken.write_bytes(b"not an image")
+    Image.new("RGB", (8, 8)).save(fine)
+    config = small_config(mode="image", prompts=[], pairs=[ImagePair(before=str(fine), after=str(broken))])
+    with pytest.raises(Exception, match=r"broken\.png: not a readable image"):
+        SliderTrainer(ModelBackend(sd1), config).train()
