@@ -111,6 +111,16 @@ def test_same_seed_same_slider_and_checkpointing_changes_nothing(sd1):
         torch.testing.assert_close(module.up, second.network.unet[path].up, atol=1e-6, rtol=1e-5)
 
 
+def test_merged_sampling_trains_the_same_slider_and_restores_weights(sd1):
+    unet = sd1.model.diffusion_model
+    saved = snapshot(unet)
+    hooked = SliderTrainer(ModelBackend(sd1), small_config(iterations=3), merge_for_sampling=False).train()
+    merged = SliderTrainer(ModelBackend(sd1), small_config(iterations=3), merge_for_sampling=True).train()
+    assert_restored(unet, saved)
+    for path, module in hooked.network.unet.items():
+        torch.testing.assert_close(module.up, merged.network.unet[path].up, atol=1e-4, rtol=1e-3)
+
+
 @pytest.mark.parametrize("arch, parameterization", [("sd2", "v"), ("sdxl", "eps")])
 def test_sd2_v_prediction_and_sdxl_train(arch, parameterization):
     model = make_toy_model(arch, parameterization=parameterization)

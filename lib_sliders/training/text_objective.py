@@ -96,14 +96,14 @@ class TextObjective:
         timesteps = self.timesteps if timesteps is None else timesteps
         alphas_cumprod = self.backend.alphas_cumprod
         cond = select_cond(self.cond, [e.negative for e in entries] + [e.target for e in entries])
-        run.set_alpha(torch.tensor(slider_alpha))
         x = noise
-        for i in range(k):
-            t = timesteps[i].to(x.device).repeat(2 * len(entries))
-            with run.autocast():
-                eps_uncond, eps_cond = run.predict(torch.cat([x, x]), t, cond).float().chunk(2)
-            eps = eps_uncond + self.config.sampling_guidance * (eps_cond - eps_uncond)
-            x = ddim_step(x, eps, alphas_cumprod[timesteps[i]], alphas_cumprod[timesteps[i + 1]])
+        with run.sampling_slider(slider_alpha):
+            for i in range(k):
+                t = timesteps[i].to(x.device).repeat(2 * len(entries))
+                with run.autocast():
+                    eps_uncond, eps_cond = run.predict(torch.cat([x, x]), t, cond).float().chunk(2)
+                eps = eps_uncond + self.config.sampling_guidance * (eps_cond - eps_uncond)
+                x = ddim_step(x, eps, alphas_cumprod[timesteps[i]], alphas_cumprod[timesteps[i + 1]])
         return x, timesteps[k].to(x.device).repeat(len(entries))
 
     @torch.no_grad()

@@ -59,12 +59,31 @@ class _Run:
     """What the objectives share: the engine driving the slider, the generator, precision."""
 
     def __init__(self, backend: DiffusionBackend, engine: SliderEngine, generator: torch.Generator,
-                 latent_shape: tuple[int, int, int], autocast_dtype: torch.dtype | None):
+                 latent_shape: tuple[int, int, int], autocast_dtype: torch.dtype | None, merge_for_sampling: bool):
         self.backend = backend
         self.engine = engine
         self.generator = generator
         self.latent_shape = latent_shape
         self.autocast_dtype = autocast_dtype
+        self.merge_for_sampling = merge_for_sampling
+
+    @contextlib.contextmanager
+    def sampling_slider(self, alpha: float):
+        """The slider at a fixed ``alpha`` for a run of no-grad sampling calls.
+
+        Merged into the weights (restored bitwise afterwards) when ``merge_for_sampling``: the denoising
+        calls then cost what the bare UNet costs, instead of paying the hooks on every layer each step.
+        """
+        if not self.merge_for_sampling or alpha == 0:
+            self.set_alpha(torch.tensor(alpha))
+            yield
+            return
+        network = self.engine.sliders[0].network
+        self.engine.apply([ActiveSlider(network, alpha)], mode="merged")
+        try:
+            yield
+        finally:
+            self.engine.apply([ActiveSlider(network, 0.0)], mode="hooks")
 
     def randn(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         # Drawn on the CPU so a seed means the same noise on every device.
@@ -123,7 +142,8 @@ class SliderTrainer:
                  on_progress: Callable[[TrainProgress], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
                  checkpoint_path: str | os.PathLike | None = None,
-                 progress_every: int | None = None, held_out_draws: int = 0):
+                 progress_every: int | None = None, held_out_draws: int = 0,
+                 merge_for_sampling: bool | None = None):
         config.validate()
         self.backend = backend
         self.config = config
@@ -132,6 +152,8 @@ class SliderTrainer:
         self.checkpoint_path = checkpoint_path
         self.progress_every = progress_every or max(1, config.iterations // 100)
         self.held_out_draws = held_out_draws  # > 0: measure the loss on fixed draws before and after
+        # Merging pays off where the hooks' kernel launches dominate (GPU); on a CPU the merge costs more.
+        self.merge_for_sampling = backend.device.type == "cuda" if merge_for_sampling is None else merge_for_sampling
 
     def train(self, resume_from: str | os.PathLike | None = None) -> TrainResult:
         config, unet = self.config, self.backend.unet
@@ -156,7 +178,7 @@ class SliderTrainer:
         channels = getattr(backend.unet, "in_channels", 4)
         side = config.resolution // 8
         run = _Run(backend, engine, generator, (channels, side, side),
-                   _autocast_dtype(config.precision, backend.dtype, backend.device))
+                   _autocast_dtype(config.precision, backend.dtype, backend.device), self.merge_for_sampling)
         objective = TextObjective(backend, config, run) if config.mode == "text" else ImageObjective(backend, config, run)
         parameters = _parameters(network)
         optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
