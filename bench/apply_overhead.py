@@ -1,10 +1,12 @@
 """UNet forward cost of applied sliders: hook path (per-row α) and merged path, plus merge/α-change times.
 
 Builds an SD1.5-sized LDM UNet (the webui's own ldm code, random weights) and rank-4 ``noxattn``
-sliders (the official default: 150 layers each). Prints one table.
+sliders (the official default: 150 layers each). Prints one table. ``--size tiny`` uses the tests'
+tiny SD1 UNet instead (same module tree, small widths; 64 px by default), for smoke runs.
 
     python bench/apply_overhead.py                      # CPU: 128 px (16×16 latents), batch 2
     python bench/apply_overhead.py --device cuda --latent 64 --dtype fp16
+    python bench/apply_overhead.py --size tiny --counts 0,1,2 --repeats 1   # seconds, for smoke tests
 
 Needs the test dependencies (``stable-diffusion-sdkit`` for the ldm UNet).
 """
@@ -22,7 +24,7 @@ import torch
 sys.path[:0] = [os.path.join(os.path.dirname(__file__), ".."), os.path.join(os.path.dirname(__file__), "..", "tests")]
 
 from random_sliders import random_slider  # noqa: E402
-from tiny_models import build_unet  # noqa: E402
+from tiny_models import FULL_CONFIGS, TINY_CONFIGS, build_unet  # noqa: E402
 
 from lib_sliders.engine import ActiveSlider, SliderEngine  # noqa: E402
 
@@ -52,28 +54,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="default: fp16 on cuda, fp32 on cpu")
-    parser.add_argument("--latent", type=int, default=None, help="latent side (64 = 512 px); default 64 cuda, 16 cpu")
+    parser.add_argument("--size", choices=("full", "tiny"), default="full",
+                        help="the SD1.5-sized UNet, or the tests' tiny SD1 one")
+    parser.add_argument("--latent", type=int, default=None,
+                        help="latent side (64 = 512 px); default 64 cuda, 16 cpu (8 with --size tiny)")
     parser.add_argument("--batch", type=int, default=2, help="UNet rows per call (cond + uncond of one image = 2)")
     parser.add_argument("--counts", default="0,1,5,20,50", help="numbers of sliders to apply")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per cell (default 20 cuda, 3 cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     dtype = DTYPES[args.dtype or ("fp16" if cuda else "fp32")]
-    latent = args.latent or (64 if cuda else 16)
+    tiny = args.size == "tiny"
+    latent = args.latent or (8 if tiny else 64 if cuda else 16)
     repeats = args.repeats or (20 if cuda else 3)
     counts = [int(c) for c in args.counts.split(",")]
     torch.set_grad_enabled(False)
 
-    unet = build_unet("sd1", tiny=False).to(device=device, dtype=dtype)
+    unet = build_unet("sd1", tiny=tiny).to(device=device, dtype=dtype)
+    context_dim = (TINY_CONFIGS if tiny else FULL_CONFIGS)["sd1"]["context_dim"]
     generator = torch.Generator().manual_seed(0)
     inputs = {
         "x": torch.randn(args.batch, 4, latent, latent, generator=generator).to(device, dtype),
         "timesteps": torch.full((args.batch,), 500, device=device),
-        "context": torch.randn(args.batch, 77, 768, generator=generator).to(device, dtype),
+        "context": torch.randn(args.batch, 77, context_dim, generator=generator).to(device, dtype),
     }
-    sliders = [random_slider(unet, "noxattn", rank=4, seed=i, name=f"s{i}") for i in range(max(counts))]
+    sliders = [random_slider(unet, "noxattn", rank=4, seed=i, name=f"s{i}") for i in range(max(*counts, 5))]
     engine = SliderEngine(unet)
 
     def forward():
@@ -81,7 +92,8 @@ def main() -> None:
 
     name = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; dtype {str(dtype).removeprefix('torch.')}; "
-          f"latent {latent}×{latent} ({latent * 8} px); batch {args.batch}; sliders rank 4 noxattn (150 layers)")
+          f"{'tiny' if tiny else 'SD1.5-sized'} UNet; latent {latent}×{latent} ({latent * 8} px); batch {args.batch}; "
+          f"sliders rank 4 noxattn ({len(sliders[0].unet) if sliders else 0} layers)")
     base = timed(forward, device, repeats)
     print(f"\n{'path':<28}{'sliders':>8}{'ms/forward':>12}{'overhead':>10}")
     print(f"{'none':<28}{0:>8}{base * 1e3:>12.1f}{'':>10}")

@@ -143,7 +143,7 @@ class SliderTrainer:
                  should_stop: Callable[[], bool] | None = None,
                  checkpoint_path: str | os.PathLike | None = None,
                  progress_every: int | None = None, held_out_draws: int = 0,
-                 merge_for_sampling: bool | None = None):
+                 merge_for_sampling: bool | None = None, effect_samples: int = 4):
         config.validate()
         self.backend = backend
         self.config = config
@@ -152,6 +152,7 @@ class SliderTrainer:
         self.checkpoint_path = checkpoint_path
         self.progress_every = progress_every or max(1, config.iterations // 100)
         self.held_out_draws = held_out_draws  # > 0: measure the loss on fixed draws before and after
+        self.effect_samples = effect_samples  # held-out draws for the effect score; 0 skips it
         # Merging pays off where the hooks' kernel launches dominate (GPU); on a CPU the merge costs more.
         self.merge_for_sampling = backend.device.type == "cuda" if merge_for_sampling is None else merge_for_sampling
 
@@ -214,7 +215,9 @@ class SliderTrainer:
         if pending:
             losses += torch.stack(pending).float().cpu().tolist()
 
-        effect = measure_effect(objective, run, seed=held_out_seed) if iteration > 0 else None
+        effect = None
+        if iteration > 0 and self.effect_samples > 0:
+            effect = measure_effect(objective, run, seed=held_out_seed, samples=self.effect_samples)
         held_out = (loss_before, self.held_out_loss(objective, run, held_out_seed)) if self.held_out_draws else None
         result_network = SliderNetwork(
             name=config.name,

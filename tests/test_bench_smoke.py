@@ -1,0 +1,43 @@
+"""The benchmarks run end to end on the tests' tiny models and print their tables (numbers, not timings, checked)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+NUMBER = r"\d+(?:\.\d+)?"
+
+
+def run_bench(script: str, *args: str) -> str:
+    # One thread: tiny models gain nothing from more, and oversubscribed OpenMP threads on a busy CI
+    # runner can make each tiny forward a hundred times slower.
+    result = subprocess.run([sys.executable, os.path.join(BENCH_DIR, script), *args, "--threads", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{script} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_train_speed_tiny():
+    out = run_bench("train_speed.py", "--size", "tiny", "--iterations", "3", "--models", "sd15,sdxl",
+                    "--device", "cpu")
+    assert re.search(r"^model\s+size\s+px\s+timed\s+mean k\s+calls/it\s+rows/it\s+s/it\s+s/it@k25", out, re.M), out
+    for model in ("sd15", "sdxl"):
+        row = re.search(rf"^{model}\s+tiny\s+64\s+2\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s", out, re.M)
+        assert row, out
+        k, calls, rows, seconds = map(float, row.groups())
+        # Our loop: k CFG denoising calls (batch 2), one frozen call (3 rows), one trainable call (2 rows).
+        assert 1 <= k <= 49 and calls == pytest.approx(k + 2) and rows == pytest.approx(2 * k + 5)
+        assert seconds > 0
+
+
+def test_apply_overhead_tiny():
+    out = run_bench("apply_overhead.py", "--size", "tiny", "--counts", "0,1,2", "--repeats", "1", "--device", "cpu")
+    assert re.search(r"^path\s+sliders\s+ms/forward\s+overhead$", out, re.M), out
+    assert re.search(rf"^none\s+0\s+{NUMBER}\s*$", out, re.M), out
+    assert re.search(rf"^hooks, per-row α\s+2\s+{NUMBER}\s+-?{NUMBER}%$", out, re.M), out
+    assert re.search(rf"^merge \+ restore, 5 slider\(s\)\s+{NUMBER}$", out, re.M), out
