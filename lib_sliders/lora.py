@@ -61,6 +61,17 @@ class LoraModule:
             delta = torch.einsum("or,rihw->oihw", up.flatten(1), down)
         return delta * (self.scale * multiplier)
 
+    @torch.no_grad()
+    def add_delta_(self, weight: torch.Tensor, multiplier: float = 1.0) -> torch.Tensor:
+        """``weight += delta_weight(multiplier)`` in place, without materialising the delta.
+
+        Every form is one matrix product over the flattened kernel: Δ[o, (i,h,w)] = Σ_r up[o, r]·down[r, (i,h,w)].
+        """
+        flat = weight.view(weight.shape[0], -1)
+        up = self.up.detach().reshape(self.up.shape[0], -1).to(weight.device, weight.dtype)
+        down = self.down.detach().reshape(self.rank, -1).to(weight.device, weight.dtype)
+        return flat.addmm_(up, down, alpha=self.scale * multiplier)
+
     def to(self, device=None, dtype=None) -> LoraModule:
         return LoraModule(self.down.to(device=device, dtype=dtype), self.up.to(device=device, dtype=dtype), self.alpha)
 

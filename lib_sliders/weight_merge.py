@@ -45,11 +45,13 @@ class WeightMerger:
             original = self._backups.get(weight)
             if original is None:
                 original = self._backups[weight] = weight.detach().to(self.backup_device or weight.device, copy=True)
-            total = original.to(device=weight.device, dtype=torch.float32, copy=True)
+            # Sums are formed in fp32: straight in the weight when it is fp32, else in a scratch copy.
+            total = weight if weight.dtype == torch.float32 else torch.empty_like(weight, dtype=torch.float32)
+            total.copy_(original)
             for part in contributions:
-                target = total if part.rows is None else total[part.rows]
-                target += part.module.delta_weight(part.multiplier).to(weight.device).reshape(target.shape)
-            weight.copy_(total.to(weight.dtype))
+                part.module.add_delta_(total if part.rows is None else total[part.rows], part.multiplier)
+            if total is not weight:
+                weight.copy_(total)
 
     @torch.no_grad()
     def restore(self) -> None:
