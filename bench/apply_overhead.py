@@ -106,6 +106,12 @@ def main() -> None:
         engine.apply([ActiveSlider(s, 1.0) for s in sliders[:count]], mode="merged")
         seconds = timed(forward, device, repeats)
         print(f"{'merged, uniform α':<28}{count:>8}{seconds * 1e3:>12.1f}{(seconds / base - 1) * 100:>9.1f}%")
+    for count in [c for c in counts if c > 1]:
+        # The usual mix: one slider varied across the batch (a strip), the others fixed.
+        strip = torch.linspace(-2, 2, args.batch).tolist()
+        engine.apply([ActiveSlider(sliders[0], strip)] + [ActiveSlider(s, 1.0) for s in sliders[1:count]], mode="auto")
+        seconds = timed(forward, device, repeats)
+        print(f"{'auto, 1 per-row + rest fixed':<28}{count:>8}{seconds * 1e3:>12.1f}{(seconds / base - 1) * 100:>9.1f}%")
     engine.clear()
 
     print(f"\n{'operation':<44}{'ms':>8}")

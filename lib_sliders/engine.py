@@ -8,6 +8,8 @@ Two ways to apply UNet deltas:
   hooks leaves no trace.
 - **merged**: uniform α folded into the weights (``weight_merge``): zero per-step cost; the
   weights are restored bitwise afterwards.
+- **auto**: each slider the cheap way it allows: merged when it has one α for all rows, hooked when
+  its α varies per row. Many fixed sliders plus one strip then cost about one hooked slider.
 
 Text-encoder deltas are always merged (conditioning is computed once per batch).
 
@@ -30,7 +32,7 @@ from .lora import LoraModule, SliderNetwork
 from .text_targets import text_layer_index
 from .weight_merge import Contribution, WeightMerger
 
-MODES = ("hooks", "merged")
+MODES = ("hooks", "merged", "auto")
 
 
 @dataclass
@@ -68,6 +70,8 @@ class SliderEngine:
         self._unet_merger = WeightMerger(backup_device)
         self._text_merger = WeightMerger(backup_device)
         self._sliders: list[ActiveSlider] = []
+        self._hooked: list[ActiveSlider] = []  # applied through hooks (the α table's columns, in order)
+        self._merged: list[ActiveSlider] = []  # folded into the weights
         self._deltas: list[LayerDelta] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self.mode = "hooks"
@@ -118,8 +122,11 @@ class SliderEngine:
                 raise ValueError(f"merged mode needs one α per slider; per-row α given for {', '.join(not_uniform)}")
         self._sliders = list(sliders)
         self.mode = mode
+        merge = {"hooks": lambda s: False, "merged": lambda s: True, "auto": lambda s: s.uniform_alpha is not None}[mode]
+        self._merged = [s for s in self._sliders if merge(s)]
+        self._hooked = [s for s in self._sliders if not merge(s)]
         self._merge_text()
-        if mode == "hooks":
+        if self._hooked:
             self._attach_hooks()
         self.set_step(0, 1)
 
@@ -127,20 +134,22 @@ class SliderEngine:
         """Change α of the applied sliders (same order) without re-packing weights."""
         for slider, alpha in zip(self._sliders, alphas, strict=True):
             slider.alpha = alpha
-        if self.mode == "merged":
-            self._merge_unet()
-        else:
-            self._update_alpha_table()
+        hooked = {id(s) for s in self._hooked}
+        if self.mode == "auto" and any((s.uniform_alpha is None) != (id(s) in hooked) for s in self._sliders):
+            self.apply(self._sliders, mode="auto")  # a slider switched between uniform and per-row α
+            return
+        if any(s.uniform_alpha is None for s in self._merged):
+            raise ValueError("merged mode needs one α per slider; use mode 'hooks' or 'auto' for per-row α")
+        self._merge_unet()
+        self._update_alpha_table()
         self._merge_text()
 
     def set_step(self, step: int, total_steps: int) -> None:
         """Call once per sampling step (before the UNet calls of that step): gates and resets rows."""
         self._progress = step / max(total_steps, 1)
         self._cursor = 0
-        if self.mode == "merged":
-            self._merge_unet()
-        else:
-            self._update_alpha_table()
+        self._merge_unet()
+        self._update_alpha_table()
 
     def clear(self) -> None:
         """Remove every hook and restore every weight (bitwise)."""
@@ -150,7 +159,7 @@ class SliderEngine:
         self._deltas.clear()
         self._unet_merger.restore()
         self._text_merger.restore()
-        self._sliders = []
+        self._sliders, self._hooked, self._merged = [], [], []
         self._alpha_table = None
         self._rows = None
         self._rows_key = None
@@ -160,7 +169,7 @@ class SliderEngine:
     # ----- hooks path -----------------------------------------------------------------------------
     def _attach_hooks(self) -> None:
         per_layer: dict[str, list[tuple[int, LoraModule]]] = {}
-        for index, slider in enumerate(self._sliders):
+        for index, slider in enumerate(self._hooked):
             for path, module in slider.network.unet.items():
                 per_layer.setdefault(path, []).append((index, module))
         for path, modules in per_layer.items():
@@ -171,9 +180,12 @@ class SliderEngine:
         self._handles.append(self.unet.register_forward_hook(self._after_unet))
 
     def _update_alpha_table(self) -> None:
-        columns = [s.row_alphas() * (1.0 if s.is_on(self._progress) else 0.0) for s in self._sliders]
+        if not self._hooked:
+            self._alpha_table = None
+            return
+        columns = [s.row_alphas() * (1.0 if s.is_on(self._progress) else 0.0) for s in self._hooked]
         rows = max(len(c) for c in columns)
-        for slider, column in zip(self._sliders, columns, strict=True):
+        for slider, column in zip(self._hooked, columns, strict=True):
             if len(column) not in (1, rows):
                 raise ValueError(f"slider {slider.network.name}: {len(column)} α values for {rows} rows")
         table = torch.stack([c.expand(rows) for c in columns], dim=1)
@@ -222,12 +234,12 @@ class SliderEngine:
 
     # ----- merged paths ---------------------------------------------------------------------------
     def _merge_unet(self) -> None:
-        key = tuple((s.uniform_alpha if s.is_on(self._progress) else None) for s in self._sliders)
+        key = tuple((s.uniform_alpha if s.is_on(self._progress) else None) for s in self._merged)
         if key == self._merged_key:
             return  # step gates only re-merge when a slider turns on or off
         self._merged_key = key
         deltas: dict[torch.Tensor, list[Contribution]] = {}
-        for slider in self._sliders:
+        for slider in self._merged:
             if not slider.is_on(self._progress):
                 continue
             alpha = slider.uniform_alpha

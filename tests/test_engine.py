@@ -192,3 +192,27 @@ def test_gradients_reach_trainable_slider_weights():
     engine.clear()
     grads = [m.up.grad for m in slider.unet.values()]
     assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+
+
+def test_auto_mode_merges_uniform_sliders_and_hooks_per_row_ones():
+    unet = build_unet("sd1")
+    inputs = unet_inputs(unet, "sd1", batch=2)
+    snapshot = state_snapshot(unet)
+    fixed = [random_slider(unet, "noxattn", seed=20 + i, name=f"fixed{i}") for i in range(3)]
+    strip = random_slider(unet, "noxattn", seed=30, name="strip")
+    engine = SliderEngine(unet)
+    with torch.no_grad():
+        active = [ActiveSlider(s, 0.5 * (i + 1)) for i, s in enumerate(fixed)] + [ActiveSlider(strip, [-1.0, 2.0])]
+        engine.apply(active, mode="hooks")
+        all_hooked = unet(**inputs)
+        engine.apply(active, mode="auto")
+        hooked_layers = sum(1 for m in unet.modules() if m._forward_hooks) - 1  # minus the UNet's own hook
+        assert hooked_layers == len(strip.unet), "only the per-row slider is hooked"
+        torch.testing.assert_close(unet(**inputs), all_hooked, atol=1e-5, rtol=1e-5)
+        engine.set_alphas([0.5, 1.0, 1.5, 0.7])  # the strip becomes uniform: everything merges
+        assert no_hooks_left(unet)
+        engine.set_alphas([0.5, 1.0, 1.5, [-1.0, 2.0]])
+        torch.testing.assert_close(unet(**inputs), all_hooked, atol=1e-5, rtol=1e-5)
+        engine.clear()
+    assert_bitwise_equal_state(unet, snapshot)
+    assert no_hooks_left(unet)
