@@ -146,10 +146,12 @@ class SliderEngine:
 
     def set_step(self, step: int, total_steps: int) -> None:
         """Call once per sampling step (before the UNet calls of that step): gates and resets rows."""
+        was_on = [s.is_on(self._progress) for s in self._hooked]
         self._progress = step / max(total_steps, 1)
         self._cursor = 0
         self._merge_unet()
-        self._update_alpha_table()
+        if [s.is_on(self._progress) for s in self._hooked] != was_on or step == 0:
+            self._update_alpha_table()  # only when a gate opened or closed: coefficients stay cached
 
     def clear(self) -> None:
         """Remove every hook and restore every weight (bitwise)."""
