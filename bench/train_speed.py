@@ -253,7 +253,8 @@ def run_model(name: str, args, device: torch.device, dtype: torch.dtype) -> dict
     config = TrainConfig(name="age", prompts=[AGE], rank=4, alpha=1.0, preset="noxattn", iterations=args.iterations,
                          resolution=args.resolution, batch_size=1, seed=args.seed, max_denoising_steps=50,
                          precision={torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype],
-                         gradient_checkpointing=args.gradient_checkpointing, bidirectional=args.bidirectional)
+                         gradient_checkpointing=args.gradient_checkpointing, bidirectional=args.bidirectional,
+                         timesteps_per_trajectory=args.timesteps_per_trajectory)
     probe = Probe(unet, device)
     # The effect score is a fixed cost per run, not part of an iteration: skipped here.
     trainer = SliderTrainer(ModelBackend(model, device), config, on_progress=probe.on_progress, progress_every=1,
@@ -330,6 +331,8 @@ def main() -> None:
     parser.add_argument("--size", choices=("full", "tiny"), default=None,
                         help="full-size models, or the tests' tiny ones (default: full on cuda, tiny on cpu)")
     parser.add_argument("--resolution", type=int, default=None, help="training resolution in px (default 512 full, 64 tiny)")
+    parser.add_argument("--timesteps-per-trajectory", type=int, default=1,
+                        help="training points taken from each denoising trajectory (1 = the official loop)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=True,
                         help="also train α = −1 (our default); --no-bidirectional trains α = +1 only, like the official loop")

@@ -164,3 +164,32 @@ def test_unreadable_image_names_the_file(sd1, tmp_path):
     config = small_config(mode="image", prompts=[], pairs=[ImagePair(before=str(fine), after=str(broken))])
     with pytest.raises(Exception, match=r"broken\.png: not a readable image"):
         SliderTrainer(ModelBackend(sd1), config).train()
+
+
+def test_several_training_points_share_one_trajectory(sd1):
+    calls = []
+    unet = sd1.model.diffusion_model
+    handle = unet.register_forward_pre_hook(lambda m, args, kwargs: calls.append(args[0].shape[0]), with_kwargs=True)
+    try:
+        config = small_config(iterations=1, max_denoising_steps=6, timesteps_per_trajectory=3, batch_size=2)
+        result = SliderTrainer(ModelBackend(sd1), config, effect_samples=0).train()
+    finally:
+        handle.remove()
+    assert result.iterations == 1 and np.isfinite(result.losses).all()
+    denoising, frozen, trained = calls[:-2], calls[-2], calls[-1]
+    assert all(rows == 2 * 2 for rows in denoising) and 3 <= len(denoising) <= 5  # CFG rows of 2 images; k_max
+    assert frozen == 3 * 2 * (1 + 2 * len(AGE.preservation))  # 3 points × 2 images × (neutral + c± per concept)
+    assert trained == 2 * 3 * 2  # both directions × 3 points × 2 images
+
+
+def test_erase_learns_the_opposite_direction(sd1):
+    enhance = SliderTrainer(ModelBackend(sd1), small_config(iterations=8, bidirectional=False)).train()
+    erase_prompt = TextPrompt(target=AGE.target, positive=AGE.positive, negative=AGE.negative,
+                              preservation=AGE.preservation, guidance=AGE.guidance, action="erase")
+    erase = SliderTrainer(ModelBackend(sd1), small_config(iterations=8, bidirectional=False, prompts=[erase_prompt]))
+    erased = erase.train()
+    assert enhance.effect.gain > 0 and erased.effect.gain > 0, (enhance.effect.summary(), erased.effect.summary())
+    # the two sliders move ε in opposite directions
+    first = torch.cat([m.up.flatten() for m in enhance.network.unet.values()])
+    second = torch.cat([m.up.flatten() for m in erased.network.unet.values()])
+    assert torch.nn.functional.cosine_similarity(first, second, dim=0) < 0

@@ -103,6 +103,8 @@ def test_defaults_are_valid():
         ({"bidirectional": 1}, "bidirectional"),
         ({"max_denoising_steps": 1}, "max_denoising_steps"),
         ({"max_denoising_steps": 1001}, "max_denoising_steps"),
+        ({"timesteps_per_trajectory": 0}, "timesteps_per_trajectory"),
+        ({"timesteps_per_trajectory": 50}, "timesteps_per_trajectory"),
         ({"sampling_guidance": 0.5}, "sampling_guidance"),
         ({"alpha_range": (3.0, -3.0)}, "alpha_range"),
         ({"alpha_range": (1.0, 1.0)}, "alpha_range"),

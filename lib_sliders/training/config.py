@@ -185,7 +185,8 @@ _CONFIG_KINDS = {
     "name": "str", "mode": "str", "image_prompt": "str", "scales": "float[]", "rank": "int", "alpha": "float",
     "preset": "str", "iterations": "int", "lr": "float?", "weight_decay": "float", "resolution": "int",
     "batch_size": "int", "seed": "int", "precision": "str", "gradient_checkpointing": "bool",
-    "bidirectional": "bool", "max_denoising_steps": "int", "sampling_guidance": "float", "alpha_range": "float2",
+    "bidirectional": "bool", "max_denoising_steps": "int", "timesteps_per_trajectory": "int",
+    "sampling_guidance": "float", "alpha_range": "float2",
     "default_start": "float", "checkpoint_every": "int",
 }
 
@@ -289,6 +290,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     bidirectional: bool = True
     max_denoising_steps: int = 50
+    # Text sliders: training timesteps taken from each denoising trajectory (1 = the official loop). More
+    # share the cost of one trajectory among several training points.
+    timesteps_per_trajectory: int = 1
     sampling_guidance: float = 3.0  # CFG while denoising to the training latents (official: 3)
     alpha_range: tuple[float, float] = (-3.0, 3.0)  # recommended α range saved in the file
     default_start: float = 0.0  # recommended start (fraction of steps) saved in the file
@@ -363,6 +367,9 @@ class TrainConfig:
         # k is drawn from [1, N) and t = k·1000/N must stay a distinct training timestep.
         if "max_denoising_steps" in ok and not 2 <= self.max_denoising_steps <= 1000:
             bad("max_denoising_steps", "must be between 2 and 1000")
+        if {"timesteps_per_trajectory", "max_denoising_steps"} <= ok and not (
+                1 <= self.timesteps_per_trajectory < max(self.max_denoising_steps, 2)):
+            bad("timesteps_per_trajectory", "must be at least 1 and below max_denoising_steps")
         if "sampling_guidance" in ok and not (math.isfinite(self.sampling_guidance) and self.sampling_guidance >= 1):
             bad("sampling_guidance", "must be at least 1 (1 = no classifier-free guidance)")
         if "alpha_range" in ok:

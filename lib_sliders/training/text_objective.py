@@ -70,17 +70,21 @@ class TextObjective:
         run, config = self.run, self.config
         batch = config.batch_size
         entries = [self.entries[i] for i in torch.multinomial(self.weights, batch, True, generator=run.generator)]
-        k = int(torch.randint(1, config.max_denoising_steps, (1,), generator=run.generator))
+        steps = self._draw_steps()
         direction_sign = 1.0
         if config.bidirectional and torch.rand((), generator=run.generator) < 0.5:
             direction_sign = -1.0
         noise = run.randn(batch)
-        x_t, t = self.denoise(noise, entries, k, slider_alpha=direction_sign)
+        points = self.denoise(noise, entries, steps, slider_alpha=direction_sign)
+        # Every captured point of the trajectory is a training sample: rows are point-major.
+        x_t = torch.cat([x for x, _ in points])
+        t = torch.cat([t for _, t in points])
+        entries = entries * len(points)
         neutral, direction = self.targets(x_t, t, entries)
         positive_target, negative_target = neutral + direction, neutral - direction
 
         trained = [(1.0, positive_target)] + ([(-1.0, negative_target)] if config.bidirectional else [])
-        alphas = torch.tensor([a for a, _ in trained for _ in range(batch)])
+        alphas = torch.tensor([a for a, _ in trained for _ in entries])
         run.set_alpha(alphas)
         cond = select_cond(self.cond, [e.target for _ in trained for e in entries])
         with run.autocast():
@@ -88,23 +92,36 @@ class TextObjective:
         target = torch.cat([tgt for _, tgt in trained])
         return torch.nn.functional.mse_loss(prediction.float(), target)
 
+    def _draw_steps(self) -> list[int]:
+        """The DDIM step counts k at which this iteration trains (ascending)."""
+        config, generator = self.config, self.run.generator
+        if config.timesteps_per_trajectory == 1:
+            return [int(torch.randint(1, config.max_denoising_steps, (1,), generator=generator))]
+        chosen = torch.randperm(config.max_denoising_steps - 1, generator=generator)[:config.timesteps_per_trajectory]
+        return sorted(int(k) + 1 for k in chosen)
+
     @torch.no_grad()
-    def denoise(self, noise: torch.Tensor, entries: list[_EntryRows], k: int, slider_alpha: float,
-                timesteps: torch.Tensor | None = None):
-        """Run k DDIM steps from ``noise`` with the slider at ``slider_alpha``; return (x_t, t)."""
+    def denoise(self, noise: torch.Tensor, entries: list[_EntryRows], steps: list[int], slider_alpha: float,
+                timesteps: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """DDIM from ``noise`` with the slider at ``slider_alpha``; (x_t, t) after each count of ``steps``.
+
+        The latent after k steps sits at ``timesteps[k]``, and that is its training label.
+        """
         run = self.run
         timesteps = self.timesteps if timesteps is None else timesteps
         alphas_cumprod = self.backend.alphas_cumprod
         cond = select_cond(self.cond, [e.negative for e in entries] + [e.target for e in entries])
-        x = noise
+        x, points = noise, []
         with run.sampling_slider(slider_alpha):
-            for i in range(k):
+            for i in range(max(steps)):
                 t = timesteps[i].to(x.device).repeat(2 * len(entries))
                 with run.autocast():
                     eps_uncond, eps_cond = run.predict(torch.cat([x, x]), t, cond).float().chunk(2)
                 eps = eps_uncond + self.config.sampling_guidance * (eps_cond - eps_uncond)
                 x = ddim_step(x, eps, alphas_cumprod[timesteps[i]], alphas_cumprod[timesteps[i + 1]])
-        return x, timesteps[k].to(x.device).repeat(len(entries))
+                if i + 1 in steps:
+                    points.append((x, timesteps[i + 1].to(x.device).repeat(len(entries))))
+        return points
 
     @torch.no_grad()
     def targets(self, x_t: torch.Tensor, t: torch.Tensor, entries: list[_EntryRows]):
@@ -139,7 +156,7 @@ class TextObjective:
         short = ddim_timesteps(10, len(self.backend.alphas_cumprod))
         k = int(torch.randint(2, 9, (1,), generator=generator))
         noise = run.randn(samples, generator=generator)
-        x_t, t = self.denoise(noise, entries, k, slider_alpha=0.0, timesteps=short)
+        ((x_t, t),) = self.denoise(noise, entries, [k], slider_alpha=0.0, timesteps=short)
         _, direction = self.targets(x_t, t, entries)
         run.set_alpha(torch.tensor(0.0))
         cond = select_cond(self.cond, [e.target for e in entries])
