@@ -215,3 +215,21 @@ def test_hooks_on_backend_unet_see_apply_model_calls(arch):
     else:
         assert torch.equal(seen[0]["context"], cond)
     torch.testing.assert_close(shifted, baseline + 1.0)
+
+
+class SizedPrompts(list):
+    """Shaped like the webui's ``SdConditioning``: a prompt list carrying the image size."""
+
+    def __init__(self, prompts, width, height):
+        super().__init__(prompts)
+        self.width, self.height = width, height
+
+
+def test_wrap_prompts_passes_the_training_size_to_sdxl_conditioning():
+    model = make_toy_model("sdxl")
+    default = ModelBackend(model).encode_prompts(["a cat"])
+    sized = ModelBackend(model, wrap_prompts=lambda p: SizedPrompts(p, 512, 512)).encode_prompts(["a cat"])
+    assert torch.equal(default["crossattn"], sized["crossattn"])
+    assert not torch.equal(default["vector"], sized["vector"])  # the size embedding part differs
+    explicit = ModelBackend(model, wrap_prompts=lambda p: SizedPrompts(p, 1024, 1024)).encode_prompts(["a cat"])
+    assert torch.equal(default["vector"], explicit["vector"])

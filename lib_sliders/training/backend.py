@@ -10,7 +10,8 @@ webui has loaded; the trainer itself only ever sees ε.
 
 from __future__ import annotations
 
-from typing import Protocol, Union
+from collections.abc import Callable
+from typing import Any, Protocol, Union
 
 import torch
 
@@ -54,8 +55,12 @@ def v_to_eps(v: torch.Tensor, x_t: torch.Tensor, alphas_cumprod_t: torch.Tensor)
 class ModelBackend:
     """``DiffusionBackend`` over a webui-style model (``LatentDiffusion`` or extended ``DiffusionEngine``)."""
 
-    def __init__(self, model, device: torch.device | str | None = None):
+    def __init__(self, model, device: torch.device | str | None = None,
+                 wrap_prompts: Callable[[list[str]], Any] | None = None):
+        """``wrap_prompts`` turns a prompt list into what the model's conditioner takes; the webui passes its
+        ``SdConditioning`` with the training size, which SDXL embeds (its default would say 1024×1024)."""
         self.model = model
+        self.wrap_prompts = wrap_prompts
         self.unet: torch.nn.Module = model.model.diffusion_model
         first = next(self.unet.parameters())
         self.device = torch.device(device) if device is not None else first.device
@@ -64,8 +69,9 @@ class ModelBackend:
         self.v_prediction = getattr(model, "parameterization", "eps") == "v"
 
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        batch = list(prompts) if self.wrap_prompts is None else self.wrap_prompts(list(prompts))
         with torch.no_grad():
-            return self.model.get_learned_conditioning(list(prompts))
+            return self.model.get_learned_conditioning(batch)
 
     def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         output = self.model.apply_model(x_t, t, cond)
