@@ -1,0 +1,1 @@
+"""Procedural toy world (one flat shape on a grey background) for the fidelity benchmark."""
