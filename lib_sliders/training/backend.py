@@ -23,6 +23,7 @@ class DiffusionBackend(Protocol):
     device: torch.device
     dtype: torch.dtype
     alphas_cumprod: torch.Tensor  # [T] float32 on ``device``
+    latent_scale: int  # image pixels per latent pixel (8 for SD's VAE; 1 for a pixel-space model)
 
     def encode_prompts(self, prompts: list[str]) -> Conditioning: ...
 
@@ -67,6 +68,8 @@ class ModelBackend:
         self.dtype = first.dtype
         self.alphas_cumprod = torch.as_tensor(model.alphas_cumprod).to(self.device, torch.float32)
         self.v_prediction = getattr(model, "parameterization", "eps") == "v"
+        # The webui's models don't say; their VAEs all downsample by 8. Pixel-space toy models set 1.
+        self.latent_scale = int(getattr(model, "latent_scale", 8))
 
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
         batch = list(prompts) if self.wrap_prompts is None else self.wrap_prompts(list(prompts))

@@ -177,7 +177,7 @@ class SliderTrainer:
         network = new_slider_network(backend.unet, config, generator, backend.device)
         engine.apply([ActiveSlider(network, 0.0)])
         channels = getattr(backend.unet, "in_channels", 4)
-        side = config.resolution // 8
+        side = config.resolution // getattr(backend, "latent_scale", 8)
         run = _Run(backend, engine, generator, (channels, side, side),
                    _autocast_dtype(config.precision, backend.dtype, backend.device), self.merge_for_sampling)
         objective = TextObjective(backend, config, run) if config.mode == "text" else ImageObjective(backend, config, run)
