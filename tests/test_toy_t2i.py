@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from toy_diffusion import linear_alphas_cumprod
 
 from bench.toyworld import world
-from bench.toyworld.model import ToyPixelDiffusion, scaled_linear_alphas_cumprod
+from bench.toyworld.model import ToyPixelDiffusion
 from bench.toyworld.tokenizer import build_clip_tokenizer
 from bench.toyworld.train_model import train
 from lib_sliders.training.backend import ModelBackend
@@ -36,7 +37,8 @@ def test_model_shapes_and_webui_surface(model):
     assert type(unet).__module__ == "ldm.modules.diffusionmodules.openaimodel"
     assert unet.in_channels == 3 and model.latent_channels == 3 and model.latent_scale == 1
     assert model.parameterization == "eps" and model.is_sd1 and not model.is_sdxl
-    assert torch.equal(model.alphas_cumprod, scaled_linear_alphas_cumprod())
+    # The bench model is standalone (no test imports); its schedule must equal ldm's own make_beta_schedule.
+    assert torch.equal(model.alphas_cumprod, linear_alphas_cumprod())
     assert model.alphas_cumprod[0].item() == pytest.approx(1 - 0.00085) and model.alphas_cumprod.shape == (1000,)
     cond = model.get_learned_conditioning(["a large red circle in the centre on a dark background", ""])
     assert cond.shape == (2, 77, 128)
