@@ -149,7 +149,7 @@ def resolve_fraction(value: float, total_steps: int) -> float:
     return min(max(value, 0.0), 1.0)
 
 
-def _parse_alpha(text: str, tag: str) -> AlphaSpec:
+def parse_alpha(text: str, tag: str) -> AlphaSpec:
     def number(part: str) -> float:
         value = parse_number(part)
         if value is None:
@@ -179,7 +179,7 @@ def parse_slider_args(items: list[str], text: str) -> SliderTag:
     alpha = None
     if rest and "=" not in rest[0]:
         if rest[0]:  # "<slider:age:>" or "<slider:age::start=0.2>": α omitted
-            alpha = _parse_alpha(rest[0], text)
+            alpha = parse_alpha(rest[0], text)
         rest = rest[1:]
 
     named: dict[str, float] = {}

@@ -1,0 +1,47 @@
+// Concept Sliders: Extra Networks card clicks.
+// The stock cardClicked() removes a tag on the second click only when its weight is positive
+// (its regex is [\d.]+); a slider's α is often negative, so cards call this instead.
+
+function slidersEscapeRegExp(text) {
+    return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+// The tag for `name` in `prompt` (any α and arguments), or null.
+function slidersFindTag(prompt, name) {
+    var pattern = new RegExp("<slider:\\s*" + slidersEscapeRegExp(name) + "\\s*(?::[^>]*)?>", "g");
+    var match = pattern.exec(prompt);
+    return match ? {start: match.index, end: match.index + match[0].length} : null;
+}
+
+// The prompt with the slider's tag removed if present, else with `<slider:name:alpha>` added.
+function slidersToggleTag(prompt, name, alpha, separator) {
+    var found = slidersFindTag(prompt, name);
+    if (!found) {
+        return prompt + (prompt.length ? separator : "") + "<slider:" + name + ":" + alpha + ">";
+    }
+    var before = prompt.slice(0, found.start);
+    var after = prompt.slice(found.end);
+    if (separator && before.endsWith(separator)) {
+        before = before.slice(0, before.length - separator.length);
+    } else if (separator && after.startsWith(separator)) {
+        after = after.slice(separator.length);
+    }
+    return before + after;
+}
+
+function slidersCardClicked(event, name, alpha) {
+    var pane = event.target.closest("[id$='_pane']");
+    var tabname = pane && pane.id.startsWith("img2img_") ? "img2img" : "txt2img";
+    var textarea = gradioApp().querySelector("#" + tabname + "_prompt > label > textarea");
+    if (textarea) {
+        var separator = (typeof opts !== "undefined" && opts.extra_networks_add_text_separator) || " ";
+        textarea.value = slidersToggleTag(textarea.value, name, alpha, separator);
+        updateInput(textarea);
+    }
+    event.stopPropagation();
+    return false;
+}
+
+if (typeof module !== "undefined") {
+    module.exports = {slidersToggleTag: slidersToggleTag, slidersFindTag: slidersFindTag};
+}

@@ -1,0 +1,272 @@
+"""One generation job's sliders on the live model: plan per batch, apply, per-row α per step, clean up.
+
+The webui drives it in this order (``modules/processing.py``; the entry script wires the calls):
+
+1. ``start_job`` (``Script.process``): the job's requests (UI rows, API args, X/Y/Z), infotext fields;
+2. per batch: ``plan_batch`` (``Script.before_process_batch``, raw prompts with their tags) →
+   ``activate`` (the ``slider`` extra network's ``activate``, also again for the hires pass);
+3. per sampling step: ``on_cfg_denoiser`` sets each UNet row's α (rows = cond rows of every image, then
+   uncond rows) and the step for start/stop gates;
+4. ``finish`` (``Script.postprocess``; ``Script.before_process`` of the next job as a backstop).
+
+Nothing here imports the webui: the model, options and the ``AND``-prompt counter come in through
+``Host``, so the logic runs the same against the real webui and its test double.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ..cfg_rows import cfg_row_images, job_image_indices
+from ..engine import ActiveSlider, SliderEngine
+from ..errors import SliderError, SliderFileError
+from ..infotext import HASHES_KEY, SLIDERS_KEY, format_hashes, format_sliders
+from ..job_plan import BatchPlan, ResolvedSlider, SliderRequest, plan_batch
+from ..library import SliderLibrary
+from ..metadata import slider_info
+from ..slider_file import check_compatible
+from .models import model_arch, text_encoders_of, unet_of
+
+logger = logging.getLogger("concept_sliders")
+
+
+@dataclass
+class Host:
+    """What the runtime needs from the webui, as plain callables."""
+
+    sd_model: Callable[[], object]  # shared.sd_model
+    library: Callable[[], SliderLibrary]
+    apply_mode: Callable[[], str] = lambda: "hooks"  # "hooks" | "auto" (setting)
+    add_hashes: Callable[[], bool] = lambda: True  # setting
+    count_subprompts: Callable[[Sequence[str]], list[int]] | None = None  # AND sub-prompts per prompt
+    lora_may_write_weights: Callable[[object], bool] = lambda p: True  # False only when merging is safe
+
+
+@dataclass
+class JobState:
+    """What the runtime keeps on ``p`` (``p.sliders_job``) for one job."""
+
+    requests: list[SliderRequest]
+    infotext: dict[int, str] = field(default_factory=dict)  # job image index → "Sliders" value
+    hashes: dict[int, str] = field(default_factory=dict)  # job image index → "Slider hashes" value
+    reported: set[str] = field(default_factory=set)
+    plan: BatchPlan | None = None
+
+
+class SlidersRuntime:
+    def __init__(self, host: Host):
+        self.host = host
+        self._engine: SliderEngine | None = None
+        self._engine_model = None
+        self._applied: BatchPlan | None = None
+        self._applied_key: tuple | None = None
+        self._layout: tuple | None = None
+        self._layout_warned = False
+
+    # ------------------------------------------------------------------ job
+
+    def start_job(self, p, requests: Sequence[SliderRequest]) -> None:
+        self.clear()
+        job = JobState(list(requests))
+        p.sliders_job = job
+
+        def sliders_field(p=None, index=0, **kwargs):
+            return _job(p).infotext.get(index) if _job(p) else None
+
+        def hashes_field(p=None, index=0, **kwargs):
+            return _job(p).hashes.get(index) if _job(p) else None
+
+        # Callables (not strings) because each image of the job can have its own sliders.
+        p.extra_generation_params[SLIDERS_KEY] = sliders_field
+        p.extra_generation_params[HASHES_KEY] = hashes_field
+
+    def plan_batch(self, p, prompts: Sequence[str], batch_number: int) -> BatchPlan:
+        job = _job(p)
+        if job is None:  # a job the script didn't start (p.scripts skipped process): tags only
+            job = p.sliders_job = JobState([])
+        job_size = max(len(getattr(p, "all_prompts", None) or prompts), len(prompts))
+        indices = job_image_indices(batch_number, len(prompts))
+        plan = plan_batch(prompts, indices, job_size, job.requests, self._resolver(),
+                          int(getattr(p, "steps", 0) or 0))
+        job.plan = plan
+        for message in plan.problems:
+            self.report(p, message)
+        for image, job_index in enumerate(indices):
+            if plan.requested[image]:
+                job.infotext[job_index] = format_sliders(plan.requested[image])
+            if self.host.add_hashes():
+                used = [s.name for s in plan.sliders if s.image_alphas[image]]
+                hashes = self._hashes(used)
+                if hashes:
+                    job.hashes[job_index] = format_hashes(hashes)
+        return plan
+
+    def activate(self, p) -> None:
+        """Apply the current batch's plan to the loaded model (or take everything off when it's empty)."""
+        job = _job(p)
+        plan = job.plan if job else None
+        if not plan:
+            self.clear()
+            return
+        model = self.host.sd_model()
+        engine = self._engine_for(model)
+        sliders = []
+        kept = []
+        for planned in plan.sliders:
+            try:
+                engine.validate(planned.network)
+            except SliderError as err:
+                self.report(p, f"<slider:{planned.name}>: {err}")
+                continue
+            kept.append(planned)
+            sliders.append(ActiveSlider(planned.network, alpha=planned.image_alphas[0], start=planned.start,
+                                        stop=planned.stop, unet_multiplier=planned.unet,
+                                        text_multiplier=planned.te))
+        plan.sliders = kept
+        if not sliders:
+            self.clear()
+            return
+        mode = "auto" if self.host.apply_mode() == "auto" and not self.host.lora_may_write_weights(p) else "hooks"
+        key = (mode, tuple(s.key for s in kept))
+        if key == self._applied_key and engine.sliders:
+            engine.set_alphas([s.alpha for s in sliders])  # X/Y cells that differ only in α land here
+        else:
+            engine.apply(sliders, mode=mode)
+            self._applied_key = key
+        self._applied = plan
+        self._layout = None
+
+    def on_cfg_denoiser(self, params) -> None:
+        """Before each sampling step's UNet calls: per-row α for this batch layout, and the step gates."""
+        engine, plan = self._engine, self._applied
+        if engine is None or plan is None or not engine.sliders:
+            return
+        rows = int(params.x.shape[0])
+        cond_rows = _rows(params.text_cond)
+        p = getattr(getattr(params, "denoiser", None), "p", None)
+        layout = (rows, cond_rows, bool(getattr(p, "is_hr_pass", False)))
+        if layout != self._layout:
+            self._layout = layout
+            images = len(plan.sliders[0].image_alphas)
+            row_images = self._row_images(p, images, rows, cond_rows)
+            alphas = []
+            for planned in plan.sliders:
+                if planned.is_uniform or row_images is None:
+                    alphas.append(planned.image_alphas[0])
+                else:
+                    alphas.append([planned.image_alphas[i] for i in row_images])
+            engine.set_alphas(alphas)
+        engine.set_step(int(params.sampling_step), int(params.total_sampling_steps))
+
+    def finish(self, p=None) -> None:
+        self.clear()
+
+    def on_model_loaded(self, sd_model) -> None:
+        """A new model object (checkpoint change, refiner swap): move what is applied over to it."""
+        if self._engine is None or self._engine_model is sd_model:
+            return
+        plan = self._applied
+        self.clear()
+        if plan:
+            holder = type("_Job", (), {})()
+            holder.sliders_job = JobState([], plan=plan)
+            self.activate(holder)
+
+    def clear(self) -> None:
+        """Take every slider off the model; the engine (and its references to the model) goes too."""
+        if self._engine is not None:
+            self._engine.clear()
+        self._engine = None
+        self._engine_model = None
+        self._applied = None
+        self._applied_key = None
+        self._layout = None
+
+    @property
+    def active(self) -> bool:
+        return self._engine is not None and bool(self._engine.sliders)
+
+    # ------------------------------------------------------------------ helpers
+
+    def report(self, p, message: str) -> None:
+        """A problem the user must see: console and the result's info text, once per job."""
+        job = _job(p)
+        if job is not None:
+            if message in job.reported:
+                return
+            job.reported.add(message)
+        logger.warning("Concept Sliders: %s", message)
+        comment = getattr(p, "comment", None)
+        if callable(comment):
+            comment(f"Concept Sliders: {message}")
+
+    def _engine_for(self, sd_model) -> SliderEngine:
+        if self._engine is not None and self._engine_model is sd_model:
+            return self._engine
+        self.clear()
+        # Text-encoder deltas as forward hooks: the built-in Lora rewrites those weights lazily and
+        # would capture (and keep) anything merged into them.
+        self._engine = SliderEngine(unet_of(sd_model), text_encoders_of(sd_model), text_mode="hooks")
+        self._engine_model = sd_model
+        return self._engine
+
+    def _resolver(self) -> Callable[[str], ResolvedSlider]:
+        library = self.host.library()
+        model = self.host.sd_model()
+        arch = model_arch(model) if model is not None else None
+
+        def resolve(name: str) -> ResolvedSlider:
+            if model is None:
+                raise SliderError("no model is loaded")
+            if arch is None:
+                raise SliderError("the loaded model is not SD 1.x, SD 2.x or SDXL")
+            network = library.load(name)
+            check_compatible(network, arch)
+            return ResolvedSlider(network, slider_info(network.metadata).default_start)
+
+        return resolve
+
+    def _hashes(self, names: Sequence[str]) -> dict[str, str]:
+        library = self.host.library()
+        hashes = {}
+        for name in names:
+            try:
+                hashes[name] = library.short_hash(name)
+            except (SliderError, SliderFileError, OSError):
+                continue  # hashes only advise; the slider itself was reported if it failed
+        return hashes
+
+    def _row_images(self, p, images: int, rows: int, cond_rows: int) -> list[int] | None:
+        """Image of each UNet row, or None when the layout can't be read (then every row gets image 0's α)."""
+        repeats = [1] * images if cond_rows == images else self._subprompt_counts(p, images)
+        extra = rows - cond_rows
+        if repeats is None or sum(repeats) != cond_rows or images == 0 or extra % images:
+            if not self._layout_warned:
+                self._layout_warned = True
+                logger.warning("Concept Sliders: can't tell which image each of %d UNet rows belongs to; "
+                               "every image gets the first image's α", rows)
+            return None
+        # Uncond rows (and the image-conditioning rows of instruct-pix2pix) follow in image order.
+        return cfg_row_images(repeats, include_uncond=False) + list(range(images)) * (extra // images)
+
+    def _subprompt_counts(self, p, images: int) -> list[int] | None:
+        if self.host.count_subprompts is None or p is None:
+            return None
+        prompts = getattr(p, "hr_prompts", None) if getattr(p, "is_hr_pass", False) else None
+        prompts = prompts or getattr(p, "prompts", None)
+        if not prompts or len(prompts) != images:
+            return None
+        return self.host.count_subprompts(prompts)
+
+
+def _job(p) -> JobState | None:
+    return getattr(p, "sliders_job", None) if p is not None else None
+
+
+def _rows(cond) -> int:
+    """Rows of a conditioning: a tensor, or SDXL's dict of tensors (``DictWithShape``)."""
+    if isinstance(cond, dict):
+        return int(cond["crossattn"].shape[0])
+    return int(cond.shape[0])

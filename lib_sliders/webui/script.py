@@ -1,0 +1,176 @@
+"""The always-on script "Concept Sliders" and the callbacks that connect the runtime to the webui.
+
+``register()`` is called once per (re)load of the entry script: settings and X/Y/Z axes at import, the
+extra network and the cards page in ``on_before_ui`` (the webui clears both registries before that),
+routes in ``on_app_started``, per-step α in ``on_cfg_denoiser``, model swaps in ``on_model_loaded``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from modules import extra_networks, prompt_parser, script_callbacks, scripts, shared, ui_extra_networks
+
+from ..library import SliderLibrary
+from . import api, settings, xyz
+from .args import EMPTY_ARGS, parse_args
+from .network import ExtraNetworkSlider
+from .overrides import apply_overrides
+from .runtime import Host, SlidersRuntime
+from .user_metadata import merged_info, read_user_metadata
+
+logger = logging.getLogger("concept_sliders")
+TITLE = "Concept Sliders"
+
+
+class LibraryHolder:
+    """The ``SliderLibrary`` for the current folder settings; rebuilt when they change."""
+
+    def __init__(self):
+        self._library: SliderLibrary | None = None
+        self._key: tuple | None = None
+
+    def __call__(self) -> SliderLibrary:
+        key = (tuple(settings.slider_dirs()), tuple(settings.lora_dirs()),
+               bool(settings.opt("sliders_include_lora_dir")))
+        if self._library is None or key != self._key:
+            self._library = SliderLibrary(list(key[0]), list(key[1]), include_lora_sliders=key[2])
+            self._key = key
+        return self._library
+
+
+library = LibraryHolder()
+
+
+def slider_info(name: str) -> dict | None:
+    lib = library()
+    entry = lib.get(name)
+    if entry is None:
+        return None
+    return merged_info(lib.info(name), read_user_metadata(entry.path))
+
+
+def same_slider(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    entry_a, entry_b = library().get(a), library().get(b)
+    return entry_a is not None and entry_b is not None and entry_a.path == entry_b.path
+
+
+def count_subprompts(prompts) -> list[int]:
+    res_indexes, _, _ = prompt_parser.get_multicond_prompt_list(list(prompts))
+    return [len(indexes) for indexes in res_indexes]
+
+
+def lora_may_write_weights(p) -> bool:
+    """Whether the built-in Lora could merge into (or restore) UNet weights during this batch.
+
+    It backs weights up lazily at its first forward; anything we merged would then be captured in its
+    backup. Only when it has nothing loaded, nothing merged and nothing coming is merging safe.
+    """
+    networks = sys.modules.get("networks")
+    if networks is None or not hasattr(networks, "loaded_networks"):
+        return False
+    if networks.loaded_networks or getattr(shared.opts, "sd_lora", "None") not in ("None", "", None):
+        return True
+    data = getattr(p, "extra_network_data", None) or {}
+    if "lora" in data or "lyco" in data:
+        return True
+    model = shared.sd_model
+    unet = getattr(getattr(model, "model", None), "diffusion_model", None)
+    return unet is None or any(getattr(m, "network_current_names", ()) for m in unet.modules())
+
+
+runtime = SlidersRuntime(Host(
+    sd_model=lambda: shared.sd_model,
+    library=library,
+    apply_mode=settings.apply_mode,
+    add_hashes=lambda: bool(settings.opt("sliders_add_hashes_to_infotext")),
+    count_subprompts=count_subprompts,
+    lora_may_write_weights=lora_may_write_weights,
+))
+
+
+class ConceptSlidersScript(scripts.Script):
+    def title(self):
+        return TITLE
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        from . import accordion  # gradio widgets only when a UI (or the API's defaults) is built
+
+        lib = library()
+        built = accordion.build(
+            self.elem_id, lib.names(), slider_info,
+            default_alpha_max=float(settings.opt("sliders_default_alpha_max")),
+            max_rows=int(settings.opt("sliders_accordion_rows")),
+            refresh_names=lambda: (lib.refresh(), lib.names())[1],
+        )
+        self.infotext_fields = built.infotext_fields
+        self.paste_field_names = built.paste_field_names
+        return [built.state]
+
+    def before_process(self, p, *args):
+        runtime.clear()  # whatever an interrupted job left behind
+
+    def process(self, p, *args):
+        parsed = parse_args(args[0] if args else EMPTY_ARGS)
+        requests = apply_overrides(p, parsed.requests, same=same_slider,
+                                   default_alpha=float(settings.opt("sliders_default_alpha")))
+        runtime.start_job(p, requests)
+        for problem in parsed.problems:
+            runtime.report(p, problem)
+
+    def before_process_batch(self, p, *args, batch_number=0, prompts=None, **kwargs):
+        if getattr(p, "disable_extra_networks", False):
+            return
+        runtime.plan_batch(p, list(prompts if prompts is not None else p.prompts), batch_number)
+
+    def postprocess(self, p, processed, *args):
+        runtime.finish(p)
+
+
+# ---------------------------------------------------------------------------------------------- wiring
+
+
+def _on_before_ui():
+    extra_networks.register_extra_network(ExtraNetworkSlider(runtime))
+    from .page import ExtraNetworksPageSliders
+
+    ui_extra_networks.register_page(ExtraNetworksPageSliders(
+        library, settings.slider_dirs, lambda: float(settings.opt("sliders_default_alpha"))))
+
+
+def _on_app_started(demo, app):
+    api.register_routes(app, library)
+
+
+def _on_cfg_denoiser(params):
+    runtime.on_cfg_denoiser(params)
+
+
+def _on_model_loaded(sd_model):
+    runtime.on_model_loaded(sd_model)
+
+
+def _on_script_unloaded():
+    runtime.clear()
+
+
+def register() -> None:
+    settings.register()
+    # Before the UI is built (and under --nowebui, before the API builds script defaults).
+    try:
+        xyz.register_axes(lambda: library().names(), lambda name: library().get(name) is not None)
+    except Exception:  # the plot is optional; never stop the extension for it
+        logger.exception("Concept Sliders: couldn't add X/Y/Z plot axes")
+    # The webui's extra-network registry is rebuilt after scripts load; under --nowebui on_before_ui
+    # comes late too, but still before the first generation.
+    script_callbacks.on_before_ui(_on_before_ui)
+    script_callbacks.on_app_started(_on_app_started)
+    script_callbacks.on_cfg_denoiser(_on_cfg_denoiser)
+    script_callbacks.on_model_loaded(_on_model_loaded)
+    script_callbacks.on_script_unloaded(_on_script_unloaded)
