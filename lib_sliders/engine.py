@@ -11,7 +11,10 @@ Two ways to apply UNet deltas:
 - **auto**: each slider the cheap way it allows: merged when it has one α for all rows, hooked when
   its α varies per row. Many fixed sliders plus one strip then cost about one hooked slider.
 
-Text-encoder deltas are always merged (conditioning is computed once per batch).
+Text-encoder deltas get one α per slider (conditioning is computed once per batch), whatever the UNet
+mode. ``text_mode`` picks how: ``"merged"`` folds them into the weights; ``"hooks"`` adds them in forward
+hooks and never writes a weight (``text_hooks``) — the webui needs this, as its built-in Lora rewrites
+those same weights and would capture a merged delta.
 
 Batch rows. A sampler calls the UNet with ``R`` rows per step — in the webui, cond rows of every
 image then uncond rows — in one call or in consecutive chunks. A per-row α is a vector of length
@@ -29,10 +32,12 @@ import torch
 from .errors import SliderFileError
 from .layer_delta import LayerDelta
 from .lora import LoraModule, SliderNetwork
+from .text_hooks import TextHooks
 from .text_targets import text_layer_index
 from .weight_merge import Contribution, WeightMerger
 
 MODES = ("hooks", "merged", "auto")
+TEXT_MODES = ("merged", "hooks")
 
 
 @dataclass
@@ -64,11 +69,15 @@ class ActiveSlider:
 
 class SliderEngine:
     def __init__(self, unet: torch.nn.Module, text_encoders: Sequence[torch.nn.Module] = (),
-                 backup_device: torch.device | str | None = None):
+                 backup_device: torch.device | str | None = None, text_mode: str = "merged"):
+        if text_mode not in TEXT_MODES:
+            raise ValueError(f"text_mode must be one of {TEXT_MODES}, not {text_mode!r}")
+        self.text_mode = text_mode
         self.unet = unet
         self.text_encoders = list(text_encoders)
         self._unet_merger = WeightMerger(backup_device)
         self._text_merger = WeightMerger(backup_device)
+        self._text_hooks: TextHooks | None = None
         self._sliders: list[ActiveSlider] = []
         self._hooked: list[ActiveSlider] = []  # applied through hooks (the α table's columns, in order)
         self._merged: list[ActiveSlider] = []  # folded into the weights
@@ -125,7 +134,7 @@ class SliderEngine:
         merge = {"hooks": lambda s: False, "merged": lambda s: True, "auto": lambda s: s.uniform_alpha is not None}[mode]
         self._merged = [s for s in self._sliders if merge(s)]
         self._hooked = [s for s in self._sliders if not merge(s)]
-        self._merge_text()
+        self._apply_text()
         if self._hooked:
             self._attach_hooks()
         self.set_step(0, 1)
@@ -142,7 +151,7 @@ class SliderEngine:
             raise ValueError("merged mode needs one α per slider; use mode 'hooks' or 'auto' for per-row α")
         self._merge_unet()
         self._update_alpha_table()
-        self._merge_text()
+        self._apply_text()
 
     def set_step(self, step: int, total_steps: int) -> None:
         """Call once per sampling step (before the UNet calls of that step): gates and resets rows."""
@@ -158,6 +167,9 @@ class SliderEngine:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        if self._text_hooks is not None:
+            self._text_hooks.remove()
+            self._text_hooks = None
         self._deltas.clear()
         self._unet_merger.restore()
         self._text_merger.restore()
@@ -249,6 +261,15 @@ class SliderEngine:
                 weight = self.unet.get_submodule(path).weight
                 deltas.setdefault(weight, []).append(Contribution(module, alpha))
         self._unet_merger.merge(deltas)
+
+    def _apply_text(self) -> None:
+        if self.text_mode == "merged":
+            self._merge_text()
+        elif self._text_hooks is not None:
+            self._text_hooks.set_alphas([s.text_alpha() for s in self._sliders])
+        elif any(s.network.has_text for s in self._sliders):
+            self._text_hooks = TextHooks(self.text_encoders, [s.network.text for s in self._sliders],
+                                         [s.text_alpha() for s in self._sliders])
 
     def _merge_text(self) -> None:
         deltas: dict[torch.Tensor, list[Contribution]] = {}
