@@ -236,6 +236,11 @@ class SliderEngine:
             if rows is None or self._alpha_table is None:
                 return None
             x = args[0]
+            if delta.down.device != x.device:
+                # The model moved since the deltas were packed (the webui's --medvram moves the UNet in and
+                # out of the GPU): follow it, once.
+                delta.move_to(x.device)
+                self._coef_cache.pop(id(delta), None)
             coef = self._coef_cache.get(id(delta))
             if coef is None:
                 coef = self._coef_cache[id(delta)] = delta.coefficients(rows)

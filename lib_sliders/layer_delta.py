@@ -57,6 +57,10 @@ class LayerDelta:
         scales = torch.cat([torch.full((m.rank,), m.scale, dtype=torch.float32) for _, m in modules])
         return cls(layer, down, up, owners.to(weight.device), scales.to(weight.device))
 
+    def move_to(self, device: torch.device) -> None:
+        self.down, self.up = self.down.to(device), self.up.to(device)
+        self.owners, self.scales = self.owners.to(device), self.scales.to(device)
+
     def coefficients(self, row_alphas: torch.Tensor) -> torch.Tensor:
         """``[rows, Σr]`` slot coefficients from ``[rows, k]`` per-slider α."""
         return row_alphas.index_select(1, self.owners) * self.scales

@@ -64,6 +64,7 @@ class SlidersRuntime:
         self._applied_key: tuple | None = None
         self._layout: tuple | None = None
         self._layout_warned = False
+        self._text_signature: tuple = ()  # text-encoder sliders the webui's cached conds were made with
 
     # ------------------------------------------------------------------ job
 
@@ -72,11 +73,11 @@ class SlidersRuntime:
         job = JobState(list(requests))
         p.sliders_job = job
 
-        def sliders_field(p=None, index=0, **kwargs):
-            return _job(p).infotext.get(index) if _job(p) else None
+        def sliders_field(p=None, index=0, all_prompts=None, **kwargs):
+            return _job(p).infotext.get(_job_index(p, index, all_prompts)) if _job(p) else None
 
-        def hashes_field(p=None, index=0, **kwargs):
-            return _job(p).hashes.get(index) if _job(p) else None
+        def hashes_field(p=None, index=0, all_prompts=None, **kwargs):
+            return _job(p).hashes.get(_job_index(p, index, all_prompts)) if _job(p) else None
 
         # Callables (not strings) because each image of the job can have its own sliders.
         p.extra_generation_params[SLIDERS_KEY] = sliders_field
@@ -108,6 +109,7 @@ class SlidersRuntime:
         job = _job(p)
         plan = job.plan if job else None
         if not plan:
+            self._check_cond_cache(p, [])
             self.clear()
             return
         model = self.host.sd_model()
@@ -125,6 +127,7 @@ class SlidersRuntime:
                                         stop=planned.stop, unet_multiplier=planned.unet,
                                         text_multiplier=planned.te))
         plan.sliders = kept
+        self._check_cond_cache(p, kept)
         if not sliders:
             self.clear()
             return
@@ -137,6 +140,21 @@ class SlidersRuntime:
             self._applied_key = key
         self._applied = plan
         self._layout = None
+
+    def _check_cond_cache(self, p, planned) -> None:
+        """Drop the webui's cached conditionings when the text-encoder sliders changed since they were made.
+
+        The webui keys its cache on the prompts and the first prompt's extra-network tags, so a text-encoder
+        slider from the accordion or the API (not a tag) would otherwise get the conds of the last job.
+        """
+        signature = tuple((s.name, s.te * s.image_alphas[0]) for s in planned if s.network.has_text)
+        if signature == self._text_signature:
+            return
+        self._text_signature = signature
+        for attribute in ("cached_c", "cached_uc", "cached_hr_c", "cached_hr_uc"):
+            cache = getattr(p, attribute, None)
+            if isinstance(cache, list) and cache:
+                cache[0] = None
 
     def on_cfg_denoiser(self, params) -> None:
         """Before each sampling step's UNet calls: per-row α for this batch layout, and the step gates."""
@@ -259,6 +277,17 @@ class SlidersRuntime:
         if not prompts or len(prompts) != images:
             return None
         return self.host.count_subprompts(prompts)
+
+
+def _job_index(p, index: int, all_prompts) -> int:
+    """The job-wide index of the image an infotext is made for.
+
+    ``create_infotext`` gets the job's prompts and a job index when called for a finished job (grids, the
+    API's ``infotexts``), but only the batch's prompts and an index within the batch while images are saved.
+    """
+    if all_prompts is not None and all_prompts is not getattr(p, "all_prompts", None):
+        return int(getattr(p, "iteration", 0) or 0) * int(getattr(p, "batch_size", 1) or 1) + int(index or 0)
+    return int(index or 0)
 
 
 def _job(p) -> JobState | None:

@@ -1,0 +1,72 @@
+"""Opt-in tests against a running webui: set ``SD_WEBUI_URL`` (e.g. ``http://127.0.0.1:7861``).
+
+The webui must have this extension installed, a random-weight SD 1.x checkpoint loaded, and the sliders of
+``make_sliders.py`` in its sliders folder. ``SD_WEBUI_LOG`` (optional) is the server's console log, for the
+checks that problems are reported there. See README → Development → Integration tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+URL = os.environ.get("SD_WEBUI_URL", "").rstrip("/")
+
+collect_ignore = ["make_sliders.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    if URL:
+        return
+    skip = pytest.mark.skip(reason="set SD_WEBUI_URL to run the tests against a real webui")
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(skip)
+
+
+class WebUI:
+    def __init__(self, url: str):
+        self.url = url
+
+    def request(self, method: str, path: str, body: dict | None = None, timeout: float = 900) -> dict | list:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            raise AssertionError(f"{method} {path}: HTTP {err.code}: {err.read()[:2000]!r}") from None
+
+    def txt2img(self, prompt: str, seed: int = 1, **fields) -> tuple[list[np.ndarray], dict]:
+        body = {"prompt": prompt, "seed": seed, "steps": 3, "width": 64, "height": 64, "sampler_name": "Euler",
+                "cfg_scale": 7, "batch_size": 1, "n_iter": 1, **fields}
+        result = self.request("POST", "/sdapi/v1/txt2img", body)
+        images = [decode(image) for image in result["images"]]
+        return images, json.loads(result["info"])
+
+    def slider_args(self, sliders: list[dict], enabled: bool = True) -> dict:
+        return {"concept sliders": {"args": [{"enabled": enabled, "sliders": sliders}]}}
+
+
+def decode(image_b64: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(image_b64))).convert("RGB")).astype(np.int16)
+
+
+@pytest.fixture(scope="session")
+def webui() -> WebUI:
+    return WebUI(URL)
+
+
+@pytest.fixture(scope="session")
+def baseline(webui):
+    images, info = webui.txt2img("a photo of a cat")
+    return images[0]

@@ -1,0 +1,57 @@
+"""Random full-size slider files for a real webui (no weights exist offline, so the integration tests make them).
+
+    python tests/integration/make_sliders.py DIR
+
+writes into DIR:
+* ``it_age.safetensors`` — SD 1.x, noxattn preset (UNet only), recommended α range [-4, 4];
+* ``it_text.safetensors`` — SD 1.x, UNet attn2 + text-encoder q/k/v/out (exercises the text-encoder path);
+* ``it_xl.safetensors`` — SDXL: must be refused with a clear message on an SD 1.x model.
+
+The deltas are random but sized so that α = 2 visibly changes a 64 px image of a random-weight model.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from lib_sliders.layout import ModuleShape, text_layout, unet_layout
+from lib_sliders.lora import LoraModule, SliderNetwork
+from lib_sliders.presets import preset_includes
+from lib_sliders.slider_file import save_slider
+
+
+def random_module(shape: ModuleShape, rank: int, generator: torch.Generator, gain: float) -> LoraModule:
+    down_shape = (rank, shape.in_features, *shape.kernel) if shape.kind == "conv" else (rank, shape.in_features)
+    up_shape = (shape.out_features, rank, 1, 1) if shape.kind == "conv" else (shape.out_features, rank)
+    fan_in = torch.Size(down_shape[1:]).numel()
+    down = torch.randn(down_shape, generator=generator) / fan_in**0.5
+    up = torch.randn(up_shape, generator=generator) * gain / rank**0.5
+    return LoraModule(down=down, up=up, alpha=float(rank))
+
+
+def make(arch: str, preset: str, name: str, seed: int, with_text: bool = False, gain: float = 0.5) -> SliderNetwork:
+    generator = torch.Generator().manual_seed(seed)
+    unet = {path: random_module(shape, 4, generator, gain)
+            for path, shape in sorted(unet_layout(arch).items()) if preset_includes(preset, path)}
+    text = []
+    if with_text:
+        text = [{path: random_module(shape, 4, generator, gain) for path, shape in sorted(layers.items())
+                 if "self_attn" in path} for layers in text_layout(arch)]
+    return SliderNetwork(name=name, unet=unet, text=text, arch=frozenset({arch}))
+
+
+def main(out: str) -> None:
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_slider(make("sd1", "noxattn", "it_age", 1), folder / "it_age.safetensors", arch="sd1",
+                alpha_range=(-4.0, 4.0), overwrite=True)
+    save_slider(make("sd1", "xattn", "it_text", 2, with_text=True), folder / "it_text.safetensors", arch="sd1",
+                overwrite=True)
+    save_slider(make("sdxl", "xattn", "it_xl", 3), folder / "it_xl.safetensors", arch="sdxl", overwrite=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "models/sliders")

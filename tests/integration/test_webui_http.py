@@ -1,0 +1,137 @@
+"""txt2img over the real webui's HTTP API, with and without sliders (see conftest.py for the setup)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration
+
+PROMPT = "a photo of a cat"
+
+
+def differs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).mean())
+
+
+def test_extension_is_loaded(webui):
+    scripts = webui.request("GET", "/sdapi/v1/scripts")
+    assert "concept sliders" in scripts["txt2img"] and "concept sliders" in scripts["img2img"]
+    names = {s["name"]: s for s in webui.request("GET", "/sliders/v1/sliders")}
+    assert {"it_age", "it_text", "it_xl"} <= set(names)
+    assert names["it_age"]["alpha_range"] == [-4.0, 4.0] and names["it_xl"]["arch"] == "sdxl"
+
+
+def test_alpha_zero_is_bitwise_the_plain_image(webui, baseline):
+    image, _ = webui.txt2img(f"{PROMPT} <slider:it_age:0>")
+    assert np.array_equal(image[0], baseline)
+    image, _ = webui.txt2img(PROMPT, alwayson_scripts=webui.slider_args([{"name": "it_age", "alpha": 0}]))
+    assert np.array_equal(image[0], baseline)
+
+
+def test_a_tag_changes_the_image_and_is_gone_afterwards(webui, baseline):
+    image, info = webui.txt2img(f"{PROMPT} <slider:it_age:2>")
+    assert differs(image[0], baseline) > 2.0
+    assert "<slider:it_age:2>" in info["infotexts"][0]  # the tag stays in the prompt: it round-trips
+    assert "Slider hashes: " in info["infotexts"][0]
+    after, _ = webui.txt2img(PROMPT)
+    assert np.array_equal(after[0], baseline)  # weights and hooks as before
+
+
+def test_api_args_equal_the_tag(webui):
+    tagged, _ = webui.txt2img(f"{PROMPT} <slider:it_age:2>")
+    requested, info = webui.txt2img(PROMPT, alwayson_scripts=webui.slider_args([{"name": "it_age", "alpha": 2}]))
+    assert np.array_equal(tagged[0], requested[0])
+    assert 'Sliders: "it_age:2"' in info["infotexts"][0]  # the webui JSON-quotes values with ":"
+    disabled, _ = webui.txt2img(PROMPT, alwayson_scripts=webui.slider_args([{"name": "it_age", "alpha": 2}],
+                                                                             enabled=False))
+    assert not np.array_equal(disabled[0], requested[0])
+
+
+def test_strip_image_i_equals_that_image_alone(webui):
+    strip, info = webui.txt2img(f"{PROMPT} <slider:it_age:-2..2>", seed=10, batch_size=3)
+    for i, alpha in enumerate([-2, 0, 2]):
+        alone, _ = webui.txt2img(f"{PROMPT} <slider:it_age:{alpha}>", seed=10 + i)
+        assert differs(strip[i], alone[0]) < 0.5, f"image {i} (α={alpha})"
+    assert differs(strip[0], strip[2]) > 1.0
+
+
+def test_accordion_strip_across_batches_records_each_images_alpha(webui):
+    sliders = [{"name": "it_age", "alpha": "-2..2"}]
+    images, info = webui.txt2img(PROMPT, seed=20, n_iter=3, alwayson_scripts=webui.slider_args(sliders))
+    recorded = [t.split("Sliders: ")[1].split(", ")[0] for t in info["infotexts"]]
+    assert recorded == ['"it_age:-2"', '"it_age:0"', '"it_age:2"']
+    alone, _ = webui.txt2img(PROMPT, seed=22, alwayson_scripts=webui.slider_args([{"name": "it_age", "alpha": 2}]))
+    assert differs(images[2], alone[0]) < 0.5
+
+
+def test_text_encoder_slider_from_the_accordion_is_not_served_from_the_cond_cache(webui, baseline):
+    by_tag, _ = webui.txt2img(f"{PROMPT} <slider:it_text:2>")
+    assert differs(by_tag[0], baseline) > 1.0
+    plain, _ = webui.txt2img(PROMPT)  # conds for the plain prompt are cached now
+    assert np.array_equal(plain[0], baseline)
+    by_args, _ = webui.txt2img(PROMPT, alwayson_scripts=webui.slider_args([{"name": "it_text", "alpha": 2}]))
+    assert np.array_equal(by_args[0], by_tag[0])
+    plain, _ = webui.txt2img(PROMPT)
+    assert np.array_equal(plain[0], baseline)
+
+
+def test_broken_sliders_are_skipped_and_named_in_the_console(webui, baseline):
+    images, _ = webui.txt2img(f"{PROMPT} <slider:it_xl:1> <slider:nope:1> <slider:it_age:oops>")
+    assert np.array_equal(images[0], baseline)
+    log = os.environ.get("SD_WEBUI_LOG")
+    if log:
+        text = open(log, encoding="utf8", errors="replace").read()
+        assert "it_xl.safetensors: made for SDXL" in text
+        assert "<slider:nope:1>: slider 'nope' not found" in text
+        assert "<slider:it_age:oops>: α 'oops' is not a number" in text
+
+
+def test_png_info_round_trip(webui):
+    images, info = webui.txt2img(PROMPT, alwayson_scripts=webui.slider_args([{"name": "it_age", "alpha": -1.5,
+                                                                               "start": 0.25}]))
+    params = webui.request("POST", "/sdapi/v1/png-info", {"image": "data:image/png;base64," + _png_b64(images[0],
+                                                                                                     info)})
+    assert params["parameters"]["Sliders"] == "it_age:-1.5@0.25"
+    assert "it_age" in params["parameters"]["Slider hashes"]
+
+
+def _png_b64(image: np.ndarray, info: dict) -> str:
+    import base64
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("parameters", info["infotexts"][0])
+    buffer = io.BytesIO()
+    Image.fromarray(image.astype(np.uint8)).save(buffer, format="PNG", pnginfo=meta)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_xyz_plot_over_alpha(webui):
+    info = {s["name"]: s for s in webui.request("GET", "/sdapi/v1/script-info")
+            if s["name"] == "x/y/z plot" and not s["is_img2img"]}["x/y/z plot"]
+    labels = info["args"][0]["choices"]
+    axis = labels.index("[Sliders] α: it_age")
+    args = [axis, "-2, 0, 2", [], 0, "", [], 0, "", [], True, True, False, False, 0, 0, 0, 0, False]
+    args += [True] * (len(info["args"]) - len(args))  # dev added "draw grid"
+    images, result = webui.txt2img(PROMPT, seed=30, script_name="x/y/z plot", script_args=args)
+    cells = images[1:4] if len(images) > 3 else images
+    for cell, alpha in zip(cells, [-2, 0, 2], strict=True):
+        alone, _ = webui.txt2img(f"{PROMPT} <slider:it_age:{alpha}>", seed=30)
+        assert differs(cell, alone[0]) < 0.5, f"α={alpha}"
+    plain, _ = webui.txt2img(PROMPT, seed=30)
+    assert np.array_equal(plain[0], webui.txt2img(f"{PROMPT} <slider:it_age:0>", seed=30)[0][0])
+
+
+@pytest.mark.parametrize("batch_cond_uncond", [False])
+def test_chunked_cfg_calls_give_the_same_strip(webui, batch_cond_uncond):
+    settings = {"batch_cond_uncond": batch_cond_uncond}
+    strip, _ = webui.txt2img(f"{PROMPT} <slider:it_age:-2..2>", seed=40, batch_size=3,
+                             override_settings=settings)
+    for i, alpha in enumerate([-2, 0, 2]):
+        alone, _ = webui.txt2img(f"{PROMPT} <slider:it_age:{alpha}>", seed=40 + i)
+        assert differs(strip[i], alone[0]) < 0.5
