@@ -1,11 +1,14 @@
 """Random full-size slider files for a real webui (no weights exist offline, so the integration tests make them).
 
-    python tests/integration/make_sliders.py DIR
+    python tests/integration/make_sliders.py SLIDERS_DIR [LORA_DIR]
 
-writes into DIR:
+writes into SLIDERS_DIR:
 * ``it_age.safetensors`` — SD 1.x, noxattn preset (UNet only), recommended α range [-4, 4];
 * ``it_text.safetensors`` — SD 1.x, UNet attn2 + text-encoder q/k/v/out (exercises the text-encoder path);
-* ``it_xl.safetensors`` — SDXL: must be refused with a clear message on an SD 1.x model.
+* ``it_xl.safetensors`` — SDXL: must be refused with a clear message on an SD 1.x model;
+
+and into LORA_DIR (the webui's Lora folder) ``it_lora.safetensors``: the same weights as ``it_age`` without our
+slider metadata, so the built-in Lora applies it (its result must match ``<slider:it_age:1>``).
 
 The deltas are random but sized so that α = 2 visibly changes a 64 px image of a random-weight model.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import safetensors.torch
 import torch
 
 from lib_sliders.layout import ModuleShape, text_layout, unet_layout
@@ -43,15 +47,23 @@ def make(arch: str, preset: str, name: str, seed: int, with_text: bool = False, 
     return SliderNetwork(name=name, unet=unet, text=text, arch=frozenset({arch}))
 
 
-def main(out: str) -> None:
+def main(out: str, lora_out: str | None = None) -> None:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    save_slider(make("sd1", "noxattn", "it_age", 1), folder / "it_age.safetensors", arch="sd1",
-                alpha_range=(-4.0, 4.0), overwrite=True)
+    age = make("sd1", "noxattn", "it_age", 1)
+    save_slider(age, folder / "it_age.safetensors", arch="sd1", alpha_range=(-4.0, 4.0), overwrite=True)
+    if lora_out:
+        Path(lora_out).mkdir(parents=True, exist_ok=True)
+        lora = Path(lora_out) / "it_lora.safetensors"
+        header = save_slider(age, lora, arch="sd1", overwrite=True)
+        # A plain LoRA to the webui: rewrite without our sliders.* keys (tensors unchanged).
+        tensors = safetensors.torch.load_file(lora)
+        plain = {k: v for k, v in header.items() if not k.startswith("sliders.")}
+        safetensors.torch.save_file(tensors, lora, metadata=plain)
     save_slider(make("sd1", "xattn", "it_text", 2, with_text=True), folder / "it_text.safetensors", arch="sd1",
                 overwrite=True)
     save_slider(make("sdxl", "xattn", "it_xl", 3), folder / "it_xl.safetensors", arch="sdxl", overwrite=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "models/sliders")
+    main(sys.argv[1] if len(sys.argv) > 1 else "models/sliders", sys.argv[2] if len(sys.argv) > 2 else None)

@@ -135,3 +135,71 @@ def test_chunked_cfg_calls_give_the_same_strip(webui, batch_cond_uncond):
     for i, alpha in enumerate([-2, 0, 2]):
         alone, _ = webui.txt2img(f"{PROMPT} <slider:it_age:{alpha}>", seed=40 + i)
         assert differs(strip[i], alone[0]) < 0.5
+
+
+def _init_image(image: np.ndarray) -> str:
+    return "data:image/png;base64," + _png_b64(image, {"infotexts": [""]})
+
+
+def test_img2img(webui, baseline):
+    # The webui samples the VAE posterior of the init image from the unseeded global RNG, so two plain
+    # img2img runs already differ a little: compare against that noise floor.
+    body = {"prompt": PROMPT, "init_images": [_init_image(baseline)], "denoising_strength": 0.6, "seed": 3,
+            "steps": 3, "width": 64, "height": 64, "sampler_name": "Euler"}
+
+    def run(prompt):
+        return decode_all(webui.request("POST", "/sdapi/v1/img2img", {**body, "prompt": prompt}))[0]
+
+    plain, again = run(PROMPT), run(PROMPT)
+    noise = differs(plain, again)
+    zero, moved = run(f"{PROMPT} <slider:it_age:0>"), run(f"{PROMPT} <slider:it_age:3>")
+    assert differs(plain, zero) < 3 * noise + 0.5
+    assert differs(plain, moved) > 3 * noise + 2.0
+
+
+def test_hires_fix_strip(webui):
+    hires = {"enable_hr": True, "hr_scale": 1.5, "hr_second_pass_steps": 2, "denoising_strength": 0.5,
+             "hr_upscaler": "Latent"}
+    strip, _ = webui.txt2img(f"{PROMPT} <slider:it_age:-2..2>", seed=50, batch_size=2, **hires)
+    assert strip[0].shape == (96, 96, 3)
+    for i, alpha in enumerate([-2, 2]):
+        alone, _ = webui.txt2img(f"{PROMPT} <slider:it_age:{alpha}>", seed=50 + i, **hires)
+        assert differs(strip[i], alone[0]) < 0.5
+
+
+def test_the_builtin_lora_gives_what_the_slider_gives_and_both_combine(webui, baseline):
+    webui.request("POST", "/sdapi/v1/refresh-loras")
+    lora, _ = webui.txt2img(f"{PROMPT} <lora:it_lora:1>")
+    slider, _ = webui.txt2img(f"{PROMPT} <slider:it_age:1>")
+    assert differs(lora[0], baseline) > 1.0
+    assert differs(lora[0], slider[0]) < 0.5  # same file, webui's merge math vs our hooks
+    both_zero, _ = webui.txt2img(f"{PROMPT} <lora:it_lora:1> <slider:it_age:0>")
+    assert np.array_equal(both_zero[0], lora[0])
+    both, _ = webui.txt2img(f"{PROMPT} <lora:it_lora:1> <slider:it_age:2>")
+    three, _ = webui.txt2img(f"{PROMPT} <slider:it_age:3>")
+    assert differs(both[0], three[0]) < 0.5
+    plain, _ = webui.txt2img(PROMPT)
+    assert np.array_equal(plain[0], baseline)
+
+
+def test_merge_mode_matches_hooks_and_steps_aside_for_lora(webui, baseline):
+    merge = {"sliders_apply_mode": "Merge one-α sliders when no Lora is active (fastest)"}
+    hooked, _ = webui.txt2img(f"{PROMPT} <slider:it_age:2>")
+    merged, _ = webui.txt2img(f"{PROMPT} <slider:it_age:2>", override_settings=merge)
+    assert differs(hooked[0], merged[0]) < 0.5
+    plain, _ = webui.txt2img(PROMPT, override_settings=merge)
+    assert np.array_equal(plain[0], baseline)  # merged weights restored bitwise
+    lora, _ = webui.txt2img(f"{PROMPT} <lora:it_lora:1>")
+    with_lora, _ = webui.txt2img(f"{PROMPT} <lora:it_lora:1> <slider:it_age:2>", override_settings=merge)
+    three, _ = webui.txt2img(f"{PROMPT} <slider:it_age:3>")
+    assert differs(with_lora[0], three[0]) < 0.5
+    again, _ = webui.txt2img(f"{PROMPT} <lora:it_lora:1>")
+    assert np.array_equal(again[0], lora[0])
+    plain, _ = webui.txt2img(PROMPT)
+    assert np.array_equal(plain[0], baseline)
+
+
+def decode_all(result: dict) -> list[np.ndarray]:
+    from integration.conftest import decode
+
+    return [decode(image) for image in result["images"]]
