@@ -1,0 +1,5 @@
+"""Shared sampler pieces: the exception ``CFGDenoiser`` raises when the user interrupts."""
+
+
+class InterruptedException(BaseException):
+    pass

@@ -1,0 +1,73 @@
+"""``modules.shared``: command-line options, settings, the loaded model and the job state.
+
+``options_templates`` *is* ``opts.data_labels`` (extensions that add templates at import see their defaults
+through ``opts``); the few webui settings the double's pipeline reads are declared here with the webui's
+defaults. ``cmd_opts`` is rebuilt by the fixture (it runs the extension's ``preload.py`` on a parser).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from modules import options
+from modules.options import OptionInfo, options_section  # noqa: F401  (extensions use shared.OptionInfo)
+
+cmd_opts = argparse.Namespace(sliders_dir=None, lora_dir=None, lyco_dir_backcompat=None, no_prompt_history=True,
+                              freeze_settings=False)
+
+options_templates: dict[str, OptionInfo] = {}
+options_templates.update(options_section(("saving-images", "Saving images/grids"), {
+    "samples_format": OptionInfo("png", "File format for images"),
+}))
+options_templates.update(options_section(("sd", "Stable Diffusion"), {
+    "sd_lora": OptionInfo("None", "Add network to prompt"),
+    "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip"),
+}))
+options_templates.update(options_section(("optimizations", "Optimizations"), {
+    "persistent_cond_cache": OptionInfo(True, "Persistent cond cache"),
+    "batch_cond_uncond": OptionInfo(True, "Batch cond/uncond"),
+}))
+options_templates.update(options_section(("sampler-params", "Sampler parameters"), {
+    "skip_early_cond": OptionInfo(0.0, "Ignore negative prompt during early sampling", infotext="Skip Early CFG"),
+}))
+options_templates.update(options_section(("extra_networks", "Extra Networks"), {
+    "extra_networks_default_multiplier": OptionInfo(1.0, "Default multiplier for extra networks"),
+    "extra_networks_add_text_separator": OptionInfo(" ", "Extra networks separator"),
+}))
+
+opts = options.Options(options_templates)
+
+
+class State:
+    """``shared.state`` (``modules.shared_state.State``): flags the pipeline polls, progress counters."""
+
+    skipped = False
+    interrupted = False
+    stopping_generation = False
+    job = ""
+    job_no = 0
+    job_count = 0
+    sampling_step = 0
+    sampling_steps = 0
+    current_latent = None
+
+    def interrupt(self):
+        self.interrupted = True
+
+    def nextjob(self):
+        self.job_no += 1
+        self.sampling_step = 0
+
+    def begin(self, job="(unknown)"):
+        self.skipped = self.interrupted = self.stopping_generation = False
+        self.job, self.job_no, self.job_count = job, 0, -1
+        self.sampling_step = self.sampling_steps = 0
+
+    def end(self):
+        self.job = ""
+        self.job_count = 0
+
+
+state = State()
+sd_model = None  # the loaded model (a property over sd_models.model_data in the webui; settable here)
+device = "cpu"

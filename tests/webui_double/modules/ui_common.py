@@ -1,0 +1,3 @@
+"""Symbols shared by UI code."""
+
+refresh_symbol = "\U0001f504"  # 🔄
