@@ -1,0 +1,115 @@
+"""The Sliders accordion and cards in a real webui UI, driven by headless Chromium (opt-in).
+
+Needs ``SD_WEBUI_UI_URL`` (the webui started without ``--nowebui``, e.g. ``http://127.0.0.1:7860``), Debian's
+``chromium`` and ``chromium-driver`` and ``pip install -r requirements-integration.txt``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+UI_URL = os.environ.get("SD_WEBUI_UI_URL", "").rstrip("/")
+PREFIX = "#script_txt2img_concept_sliders_"
+
+if not UI_URL or not shutil.which("chromedriver"):
+    pytest.skip("set SD_WEBUI_UI_URL and install chromium + chromium-driver", allow_module_level=True)
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.chrome.options import Options  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def page():
+    options = Options()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1600,2400"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.get(UI_URL)
+    wait_for(lambda: driver.find_elements(By.ID, "txt2img_prompt"), 180)
+    time.sleep(2)
+    yield driver
+    driver.quit()
+
+
+def wait_for(condition, timeout: float):
+    start = time.time()
+    while time.time() - start < timeout:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError("timed out")
+
+
+def js(driver, script: str, *args):
+    return driver.execute_script(script, *args)
+
+
+def set_value(driver, selector: str, value) -> None:
+    js(driver, "const e = gradioApp().querySelector(arguments[0]); e.value = arguments[1]; updateInput(e);",
+       selector, value)
+
+
+def value_of(driver, selector: str):
+    return js(driver, "const e = gradioApp().querySelector(arguments[0]); return e.type === 'checkbox' ? "
+                      "e.checked : e.value;", selector)
+
+
+def test_accordion_rows_drive_the_generation(page):
+    set_value(page, "#txt2img_width input[type=number]", 64)
+    set_value(page, "#txt2img_height input[type=number]", 64)
+    set_value(page, "#txt2img_steps input[type=number]", 3)
+    set_value(page, "#txt2img_prompt textarea", "a photo of a cat")
+    if not value_of(page, f"{PREFIX}enable-checkbox input"):
+        page.find_element(By.CSS_SELECTOR, f"{PREFIX}enable .label-wrap").click()
+    assert value_of(page, f"{PREFIX}enable-checkbox input") is True
+    page.find_element(By.CSS_SELECTOR, f"{PREFIX}name_0 input").click()
+    options = wait_for(lambda: page.find_elements(By.CSS_SELECTOR, f"{PREFIX}name_0 ul.options li"), 10)
+    next(o for o in options if o.text.strip() == "it_age").click()
+    # Picking a slider sets the α slider's range from the file (it_age recommends -4..4).
+    wait_for(lambda: value_of(page, f"{PREFIX}name_0 input") == "it_age", 10)
+    assert js(page, f"return gradioApp().querySelector('{PREFIX}alpha_0 input[type=number]').max") == "4"
+    set_value(page, f"{PREFIX}alpha_0 input[type=number]", 2)
+    time.sleep(1)
+    page.find_element(By.ID, "txt2img_generate").click()
+    info = wait_for(lambda: "Steps" in (text := js(page, "return gradioApp().querySelector('#html_info_txt2img')"
+                                                          ".innerText")) and text, 600)
+    assert 'Sliders: "it_age:2"' in info and "Slider hashes:" in info
+
+
+def test_pasted_infotext_fills_the_rows(page):
+    text = ('a photo of a cat\nSteps: 3, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 64x64, '
+            'Sliders: "it_age:-1.5@0.25, it_text:2", Slider hashes: "it_age: ea7e902bf169"')
+    set_value(page, "#txt2img_prompt textarea", text)
+    page.find_element(By.ID, "paste").click()
+    wait_for(lambda: value_of(page, f"{PREFIX}name_1 input") == "it_text", 20)
+    assert value_of(page, f"{PREFIX}enable-checkbox input") is True
+    assert (value_of(page, f"{PREFIX}name_0 input"), value_of(page, f"{PREFIX}alpha_0 input[type=number]"),
+            value_of(page, f"{PREFIX}start_0 input[type=number]")) == ("it_age", "-1.5", "0.25")
+    assert value_of(page, f"{PREFIX}alpha_1 input[type=number]") == "2"
+    assert js(page, f"return getComputedStyle(gradioApp().querySelector('{PREFIX}row_1')).display") != "none"
+    assert value_of(page, "#txt2img_prompt textarea") == "a photo of a cat"
+
+
+def test_cards_add_and_remove_tags_even_with_negative_alpha(page):
+    tab = page.find_element(By.XPATH, "//div[@id='txt2img_extra_tabs']//button[normalize-space()='Sliders']")
+    tab.click()
+    cards = wait_for(lambda: page.find_elements(By.CSS_SELECTOR, "#txt2img_sliders_cards .card"), 20)
+    assert {"it_age", "it_text", "it_xl"} <= {c.get_attribute("data-name") for c in cards}
+    card = next(c for c in cards if c.get_attribute("data-name") == "it_age")
+    set_value(page, "#txt2img_prompt textarea", "a cat")
+    js(page, "arguments[0].click()", card)
+    assert value_of(page, "#txt2img_prompt textarea") == "a cat <slider:it_age:1>"
+    set_value(page, "#txt2img_prompt textarea", "a cat <slider:it_age:-2.5> more")
+    js(page, "arguments[0].click()", card)
+    assert value_of(page, "#txt2img_prompt textarea") == "a cat more"
+
