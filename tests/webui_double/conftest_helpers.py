@@ -237,7 +237,7 @@ class WebuiEnv:
         """A txt2img ``p`` as the UI/API builds it: script args = UI defaults, ours replaced by ``sliders``."""
         m = self.m
         kwargs = {"seed": SEED, "steps": 3, "width": 64, "height": 64, "cfg_scale": 5.0,
-                  "negative_prompt": "blurry", **kwargs}
+                  "negative_prompt": "blurry", "do_not_save_grid": True, **kwargs}  # no grid, as the API
         p = m.processing.StableDiffusionProcessingTxt2Img(prompt=prompt, **kwargs)
         args = self.runner.default_script_args()
         if sliders is not None:

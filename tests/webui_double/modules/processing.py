@@ -3,8 +3,8 @@
 ``process_images_inner`` follows the webui's order: before_process → setup_prompts/seeds → scripts.process
 → per batch n: prompts slice → before_process_batch → tags parsed (prompts stripped) → extra networks
 activated → process_batch → conds (cached, the key includes ``extra_network_data``) → sample (hires pass:
-second activate) → post_sample → decode → infotexts → after all batches: deactivate (only if the first
-prompt had tags) → postprocess. Left out: styles, face restore, saving, grids, img2img, refiner, VAE
+second activate) → post_sample → decode → infotexts (+ a grid) → after all batches: deactivate (only if
+the first prompt had tags) → postprocess. Left out: styles, face restore, saving, grids, img2img, refiner, VAE
 options, override_settings' model reloads, prompt editing/emphasis.
 """
 
@@ -55,6 +55,7 @@ class StableDiffusionProcessing:
     override_settings_restore_afterwards: bool = True
     disable_extra_networks: bool = False
     denoising_strength: float = None
+    do_not_save_grid: bool = False
 
     scripts_value: Any = field(default=None, init=False)
     script_args_value: list = field(default=None, init=False)
@@ -400,10 +401,19 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
                 output_images.append(Image.fromarray(pixels))
         if not infotexts:
             infotexts.append(Processed(p, []).infotext(p, 0))
+        index_of_first_image = 0
+        if opts.return_grid and not p.do_not_save_grid and not (len(output_images) < 2 and opts.grid_only_if_multiple):
+            # The grid's text comes from the LAST batch's ``infotext`` closure, with the main prompt.
+            grid = Image.new("RGB", (sum(i.width for i in output_images), output_images[0].height))
+            for k, image in enumerate(output_images):
+                grid.paste(image, (k * image.width, 0))
+            infotexts.insert(0, infotext(use_main_prompt=True))
+            output_images.insert(0, grid)
+            index_of_first_image = 1
     if not p.disable_extra_networks and p.extra_network_data:
         extra_networks.deactivate(p, p.extra_network_data)
     res = Processed(p, images_list=output_images, seed=p.all_seeds[0], info=infotexts[0],
-                    subseed=p.all_subseeds[0], infotexts=infotexts)
+                    subseed=p.all_subseeds[0], index_of_first_image=index_of_first_image, infotexts=infotexts)
     if p.scripts is not None:
         p.scripts.postprocess(p, res)
     return res

@@ -196,23 +196,20 @@ class ScriptRunner:
         return [s for s in self.alwayson_scripts
                 if getattr(type(s), method_name, None) is not getattr(Script, method_name, None)]
 
+    def _call(self, script, method_name, p, *leading, **kwargs):
+        try:
+            getattr(script, method_name)(p, *leading, *p.script_args[script.args_from:script.args_to], **kwargs)
+        except Exception:
+            errors.report(f"Error running {method_name}: {script.filename}", exc_info=True)
+
     def _each(self, method_name, p, *leading, **kwargs):
         for script in self.ordered_scripts(method_name):
-            try:
-                getattr(script, method_name)(p, *leading, *p.script_args[script.args_from:script.args_to], **kwargs)
-            except Exception:
-                errors.report(f"Error running {method_name}: {script.filename}", exc_info=True)
+            self._call(script, method_name, p, *leading, **kwargs)
 
     def setup_scrips(self, p, *, is_ui=True):
         for script in self.ordered_scripts("setup"):
             if is_ui or not script.setup_for_ui_only:
-                self._each_one(script, "setup", p)
-
-    def _each_one(self, script, method_name, p):
-        try:
-            getattr(script, method_name)(p, *p.script_args[script.args_from:script.args_to])
-        except Exception:
-            errors.report(f"Error running {method_name}: {script.filename}", exc_info=True)
+                self._call(script, "setup", p)
 
     def before_process(self, p):
         self._each("before_process", p)

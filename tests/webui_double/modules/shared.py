@@ -18,6 +18,8 @@ cmd_opts = argparse.Namespace(sliders_dir=None, lora_dir=None, lyco_dir_backcomp
 options_templates: dict[str, OptionInfo] = {}
 options_templates.update(options_section(("saving-images", "Saving images/grids"), {
     "samples_format": OptionInfo("png", "File format for images"),
+    "return_grid": OptionInfo(True, "Show grid in gallery"),
+    "grid_only_if_multiple": OptionInfo(True, "Do not save grids consisting of one picture"),
 }))
 options_templates.update(options_section(("sd", "Stable Diffusion"), {
     "sd_lora": OptionInfo("None", "Add network to prompt"),
