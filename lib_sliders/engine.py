@@ -162,6 +162,16 @@ class SliderEngine:
         if [s.is_on(self._progress) for s in self._hooked] != was_on or step == 0:
             self._update_alpha_table()  # only when a gate opened or closed: coefficients stay cached
 
+    def weights_replaced(self) -> None:
+        """The model's weights were reloaded in place (e.g. the webui loading a refiner into the same model
+        object): merged deltas went with the old weights, so their backups are stale. Merge again onto the new
+        weights; hooks need nothing."""
+        self._unet_merger.discard()
+        self._text_merger.discard()
+        self._merged_key = None
+        self._merge_unet()
+        self._apply_text()
+
     def clear(self) -> None:
         """Remove every hook and restore every weight (bitwise)."""
         for handle in self._handles:

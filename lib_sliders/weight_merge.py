@@ -58,5 +58,9 @@ class WeightMerger:
         for weight in list(self._backups):
             self._restore(weight)
 
+    def discard(self) -> None:
+        """Forget the backups without writing them back (the weights were replaced meanwhile)."""
+        self._backups.clear()
+
     def _restore(self, weight: torch.Tensor) -> None:
         weight.copy_(self._backups.pop(weight))

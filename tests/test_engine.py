@@ -216,3 +216,29 @@ def test_auto_mode_merges_uniform_sliders_and_hooks_per_row_ones():
         engine.clear()
     assert_bitwise_equal_state(unet, snapshot)
     assert no_hooks_left(unet)
+
+
+def test_weights_reloaded_in_place_are_merged_again_and_kept_on_clear():
+    # The webui loads a refiner's weights into the model object it already has.
+    unet = build_unet("sd1")
+    inputs = unet_inputs(unet, "sd1", batch=1)
+    slider = random_slider(unet, seed=7)
+    engine = SliderEngine(unet)
+    engine.apply([ActiveSlider(slider, alpha=1.5)], mode="merged")
+    generator = torch.Generator().manual_seed(3)
+    new_weights = {k: v + 0.01 * torch.randn(v.shape, generator=generator) for k, v in unet.state_dict().items()}
+    unet.load_state_dict(new_weights)  # overwrites the merged deltas, as a checkpoint load does
+    engine.weights_replaced()
+    with torch.no_grad():
+        expected = webui_merged_output(_with_state(unet, new_weights), [(slider, 1.5)], inputs)
+        assert torch.allclose(unet(**inputs), expected, atol=2e-5 * expected.abs().max().item())
+    engine.clear()
+    assert_bitwise_equal_state(unet, new_weights)  # the new weights, not the ones the slider was merged into
+
+
+def _with_state(unet, state):
+    import copy
+
+    clone = copy.deepcopy(unet)
+    clone.load_state_dict(state)
+    return clone

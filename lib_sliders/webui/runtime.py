@@ -182,8 +182,15 @@ class SlidersRuntime:
         self.clear()
 
     def on_model_loaded(self, sd_model) -> None:
-        """A new model object (checkpoint change, refiner swap): move what is applied over to it."""
-        if self._engine is None or self._engine_model is sd_model:
+        """New weights (checkpoint change, refiner swap): move what is applied over to them.
+
+        The webui loads another checkpoint into the same model object when it can; merged deltas were
+        overwritten then and are merged again. A new model object gets the sliders attached anew.
+        """
+        if self._engine is None:
+            return
+        if self._engine_model is sd_model:
+            self._engine.weights_replaced()
             return
         plan = self._applied
         self.clear()

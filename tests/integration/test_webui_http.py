@@ -203,3 +203,26 @@ def decode_all(result: dict) -> list[np.ndarray]:
     from integration.conftest import decode
 
     return [decode(image) for image in result["images"]]
+
+
+def test_and_prompts_keep_each_images_alpha(webui):
+    prompt = f"{PROMPT} AND a red hat :0.5 <slider:it_age:-2..2>"
+    strip, _ = webui.txt2img(prompt, seed=60, batch_size=2)
+    for i, alpha in enumerate([-2, 2]):
+        alone, _ = webui.txt2img(f"{PROMPT} AND a red hat :0.5 <slider:it_age:{alpha}>", seed=60 + i)
+        assert differs(strip[i], alone[0]) < 0.5
+
+
+def test_sliders_follow_a_refiner_swap(webui):
+    # The refiner here is a copy of the same checkpoint (SD 1.x refiners are allowed): with sliders re-attached
+    # to whichever model object samples, the result equals the run without a refiner.
+    refiner = [c["title"] for c in webui.request("GET", "/sdapi/v1/sd-models") if "it-refiner" in c["title"]]
+    if not refiner:
+        pytest.skip("copy the checkpoint to models/Stable-diffusion/it-refiner.safetensors to run this test")
+    fields = {"seed": 70, "steps": 4}
+    plain, _ = webui.txt2img(f"{PROMPT} <slider:it_age:2>", **fields)
+    refined, _ = webui.txt2img(f"{PROMPT} <slider:it_age:2>", refiner_checkpoint=refiner[0],
+                               refiner_switch_at=0.5, **fields)
+    assert differs(plain[0], refined[0]) < 0.5
+    without, _ = webui.txt2img(PROMPT, refiner_checkpoint=refiner[0], refiner_switch_at=0.5, **fields)
+    assert differs(without[0], refined[0]) > 1.0
