@@ -325,6 +325,9 @@ def test_axes_registered_once(env):
     labels = [a.label for a in env.xyz_module.axis_options]
     ours = [label for label in labels if label.startswith("[Sliders]")]
     assert {"[Sliders] α: age", "[Sliders] α: words", "[Sliders] name:α", "[Sliders] slider"} <= set(ours)
+    # They were there when the plot built its UI (it copies the list then).
+    plot = next(s for s in env.runner.selectable_scripts if s.title() == "X/Y/Z plot")
+    assert [a.label for a in plot.current_axis_options] == labels
     xyz = sys.modules["lib_sliders.webui.xyz"]
     library = sys.modules["lib_sliders.webui.script"].library
     # What a second import of the entry script (Reload UI) does: replace ours, keep the plot's own.
