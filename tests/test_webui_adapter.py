@@ -160,9 +160,6 @@ def test_spread_over_several_batches(env):
         [("age", -2.0, 0.0)], [("age", 2.0, 0.0)]]
 
 
-@pytest.mark.xfail(strict=True, reason="runtime._job_index ignores use_main_prompt: the grid's infotext (made by the "
-                                        "last batch's infotext closure) gets that batch's first image's Sliders value "
-                                        "beside image 0's seed and prompt")
 def test_grid_infotext_describes_the_first_image(env):
     res = gen(env, sliders={"sliders": [{"name": "age", "alpha": "-2..2"}]}, n_iter=2, do_not_save_grid=False)
     assert res.index_of_first_image == 1 and len(res.infotexts) == 3
@@ -235,9 +232,6 @@ def test_text_encoder_slider_axis_cells(env):
         assert torch.equal(cell.latents, gen(env, f"a photo <slider:words:{alpha}>").latents)
 
 
-@pytest.mark.xfail(strict=True, reason="runtime.activate gives a text-encoder slider image 0's α for the whole batch "
-                                        "(ActiveSlider.text_alpha), so a tag on image 0 changes the conds of every "
-                                        "image and a tag on image 1 is silently dropped")
 def test_text_encoder_tag_on_one_image_leaves_the_others_alone(env):
     batch = gen(env, ["a photo <slider:words:2>", "a cat"], batch_size=2)
     assert close(batch.latents[1:2], gen(env, "a cat", seed=SEED + 1).latents), "image 1 has no slider"
@@ -406,9 +400,6 @@ def test_start_leaves_the_first_half_untouched(env):
     assert not torch.equal(gated_out, plain_out)
 
 
-@pytest.mark.xfail(strict=True, reason="runtime.on_cfg_denoiser gates on params.sampling_step, which the webui "
-                                        "only advances AFTER each step's model call (k-diffusion callback), so it "
-                                        "lags one step: start=0.5 of 4 steps acts from step 3, not step 2")
 def test_start_acts_from_the_middle_step(env):
     plain, _ = steps_seen(env, "a photo of a person")
     gated, _ = steps_seen(env, "a photo of a person <slider:age:2:start=0.5>")
@@ -428,8 +419,6 @@ def test_hires_pass_keeps_per_image_alpha(env):
     assert differs(batch[1:2], gen(env, seed=SEED + 1, **hires).latents)
 
 
-@pytest.mark.xfail(strict=True, reason="runtime.activate re-applies the first pass's plan for the hires pass; "
-                                        "slider tags in a different Hires prompt are ignored")
 def test_hires_prompt_tags_apply_to_the_hires_pass(env):
     hires = {"enable_hr": True, "hr_scale": 2.0, "hr_second_pass_steps": 2, "denoising_strength": 0.6}
     same = gen(env, "a photo <slider:age:2>", **hires).latents

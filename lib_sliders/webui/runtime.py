@@ -73,11 +73,11 @@ class SlidersRuntime:
         job = JobState(list(requests))
         p.sliders_job = job
 
-        def sliders_field(p=None, index=0, all_prompts=None, **kwargs):
-            return _job(p).infotext.get(_job_index(p, index, all_prompts)) if _job(p) else None
+        def sliders_field(p=None, index=0, all_prompts=None, use_main_prompt=False, **kwargs):
+            return _job(p).infotext.get(_job_index(p, index, all_prompts, use_main_prompt)) if _job(p) else None
 
-        def hashes_field(p=None, index=0, all_prompts=None, **kwargs):
-            return _job(p).hashes.get(_job_index(p, index, all_prompts)) if _job(p) else None
+        def hashes_field(p=None, index=0, all_prompts=None, use_main_prompt=False, **kwargs):
+            return _job(p).hashes.get(_job_index(p, index, all_prompts, use_main_prompt)) if _job(p) else None
 
         # Callables (not strings) because each image of the job can have its own sliders.
         p.extra_generation_params[SLIDERS_KEY] = sliders_field
@@ -87,14 +87,9 @@ class SlidersRuntime:
         job = _job(p)
         if job is None:  # a job the script didn't start (p.scripts skipped process): tags only
             job = p.sliders_job = JobState([])
-        job_size = max(len(getattr(p, "all_prompts", None) or prompts), len(prompts))
-        indices = job_image_indices(batch_number, len(prompts))
-        plan = plan_batch(prompts, indices, job_size, job.requests, self._resolver(),
-                          int(getattr(p, "steps", 0) or 0))
+        plan = self._plan(p, job, prompts, batch_number)
         job.plan = plan
-        for message in plan.problems:
-            self.report(p, message)
-        for image, job_index in enumerate(indices):
+        for image, job_index in enumerate(job_image_indices(batch_number, len(prompts))):
             if plan.requested[image]:
                 job.infotext[job_index] = format_sliders(plan.requested[image])
             if self.host.add_hashes():
@@ -104,10 +99,30 @@ class SlidersRuntime:
                     job.hashes[job_index] = format_hashes(hashes)
         return plan
 
+    def _plan(self, p, job: JobState, prompts: Sequence[str], batch_number: int) -> BatchPlan:
+        job_size = max(len(getattr(p, "all_prompts", None) or prompts), len(prompts))
+        indices = job_image_indices(batch_number, len(prompts))
+        plan = plan_batch(prompts, indices, job_size, job.requests, self._resolver(),
+                          int(getattr(p, "steps", 0) or 0))
+        for message in plan.problems:
+            self.report(p, message)
+        return plan
+
+    def _hires_plan(self, p, job: JobState) -> BatchPlan | None:
+        """The hires pass's own plan when it has its own prompts (a "Hires prompt" with other tags)."""
+        prompts = getattr(p, "all_hr_prompts", None)
+        size = int(getattr(p, "batch_size", 0) or 0)
+        first = int(getattr(p, "iteration", 0) or 0) * size
+        if not prompts or size < 1 or len(prompts) < first + size:
+            return None
+        return self._plan(p, job, prompts[first:first + size], first // size)
+
     def activate(self, p) -> None:
         """Apply the current batch's plan to the loaded model (or take everything off when it's empty)."""
         job = _job(p)
         plan = job.plan if job else None
+        if plan is not None and getattr(p, "is_hr_pass", False):
+            plan = self._hires_plan(p, job) or plan
         if not plan:
             self._check_cond_cache(p, [])
             self.clear()
@@ -125,9 +140,9 @@ class SlidersRuntime:
             kept.append(planned)
             sliders.append(ActiveSlider(planned.network, alpha=planned.image_alphas[0], start=planned.start,
                                         stop=planned.stop, unet_multiplier=planned.unet,
-                                        text_multiplier=planned.te))
+                                        text_multiplier=self._text_multiplier(p, planned)))
         plan.sliders = kept
-        self._check_cond_cache(p, kept)
+        self._check_cond_cache(p, sliders)
         if not sliders:
             self.clear()
             return
@@ -141,13 +156,23 @@ class SlidersRuntime:
         self._applied = plan
         self._layout = None
 
-    def _check_cond_cache(self, p, planned) -> None:
+    def _text_multiplier(self, p, planned) -> float:
+        # A batch's prompts go through the text encoder together (and its negative prompts share one
+        # conditioning), so a text-encoder delta can't differ between its images: only the UNet part varies.
+        if planned.network.has_text and not planned.is_uniform:
+            self.report(p, f"<slider:{planned.name}>: its text-encoder part can't vary between the images of a "
+                           "batch; only its UNet part does here")
+            return 0.0
+        return planned.te
+
+    def _check_cond_cache(self, p, sliders) -> None:
         """Drop the webui's cached conditionings when the text-encoder sliders changed since they were made.
 
         The webui keys its cache on the prompts and the first prompt's extra-network tags, so a text-encoder
         slider from the accordion or the API (not a tag) would otherwise get the conds of the last job.
         """
-        signature = tuple((s.name, s.te * s.image_alphas[0]) for s in planned if s.network.has_text)
+        signature = tuple((s.network.name, s.text_alpha()) for s in sliders
+                          if s.network.has_text and s.text_alpha() != 0)
         if signature == self._text_signature:
             return
         self._text_signature = signature
@@ -176,7 +201,12 @@ class SlidersRuntime:
                 else:
                     alphas.append([planned.image_alphas[i] for i in row_images])
             engine.set_alphas(alphas)
-        engine.set_step(int(params.sampling_step), int(params.total_sampling_steps))
+        # The denoiser counts its own calls; the webui's state.sampling_step only moves after each step.
+        denoiser = getattr(params, "denoiser", None)
+        step, total = getattr(denoiser, "step", None), getattr(denoiser, "total_steps", None)
+        if step is None or not total:
+            step, total = params.sampling_step, params.total_sampling_steps
+        engine.set_step(int(step), int(total))
 
     def finish(self, p=None) -> None:
         self.clear()
@@ -286,12 +316,15 @@ class SlidersRuntime:
         return self.host.count_subprompts(prompts)
 
 
-def _job_index(p, index: int, all_prompts) -> int:
+def _job_index(p, index: int, all_prompts, use_main_prompt: bool = False) -> int:
     """The job-wide index of the image an infotext is made for.
 
     ``create_infotext`` gets the job's prompts and a job index when called for a finished job (grids, the
     API's ``infotexts``), but only the batch's prompts and an index within the batch while images are saved.
+    A grid's infotext describes the job's first image.
     """
+    if use_main_prompt:
+        return 0
     if all_prompts is not None and all_prompts is not getattr(p, "all_prompts", None):
         return int(getattr(p, "iteration", 0) or 0) * int(getattr(p, "batch_size", 1) or 1) + int(index or 0)
     return int(index or 0)
