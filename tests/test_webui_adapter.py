@@ -107,6 +107,24 @@ def test_job_that_raises_is_cleaned_up_by_the_next_one(env):
     assert torch.equal(gen(env).latents, base)
 
 
+def test_sampling_for_another_job_never_sees_sliders_a_failed_job_left(env):
+    import numpy as np
+
+    base = np.asarray(gen(env).images[0])
+
+    def corrupt(params):
+        params.x = params.x[:, :2]
+
+    env.on_cfg_denoiser(corrupt)
+    with pytest.raises(RuntimeError):
+        env.m.processing.process_images(env.make_p("a photo of a person <slider:age:2>"))
+    env.reset()
+    # Sampling that bypasses our script and the extra networks (an extension's own loop): still clean.
+    p = env.make_p(disable_extra_networks=True)
+    p.scripts = None
+    assert np.array_equal(np.asarray(env.m.processing.process_images(p).images[0]), base)
+
+
 # ---------------------------------------------------------------------------- 2. tags, per-image α
 
 

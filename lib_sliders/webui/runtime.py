@@ -61,6 +61,7 @@ class SlidersRuntime:
         self._engine: SliderEngine | None = None
         self._engine_model = None
         self._applied: BatchPlan | None = None
+        self._applied_p = None  # the processing object the applied plan belongs to
         self._applied_key: tuple | None = None
         self._layout: tuple | None = None
         self._layout_warned = False
@@ -123,6 +124,9 @@ class SlidersRuntime:
         plan = job.plan if job else None
         if plan is not None and getattr(p, "is_hr_pass", False):
             plan = self._hires_plan(p, job) or plan
+        self._apply_plan(p, plan)
+
+    def _apply_plan(self, p, plan: BatchPlan | None) -> None:
         if not plan:
             self._check_cond_cache(p, [])
             self.clear()
@@ -154,6 +158,7 @@ class SlidersRuntime:
             engine.apply(sliders, mode=mode)
             self._applied_key = key
         self._applied = plan
+        self._applied_p = p
         self._layout = None
 
     def _text_multiplier(self, p, planned) -> float:
@@ -186,9 +191,14 @@ class SlidersRuntime:
         engine, plan = self._engine, self._applied
         if engine is None or plan is None or not engine.sliders:
             return
+        p = getattr(getattr(params, "denoiser", None), "p", None)
+        if p is not None and p is not self._applied_p:
+            # Someone samples with another job while ours is applied (a job that failed before our
+            # postprocess, then an extension's own sampling): it must not get our sliders.
+            self.clear()
+            return
         rows = int(params.x.shape[0])
         cond_rows = _rows(params.text_cond)
-        p = getattr(getattr(params, "denoiser", None), "p", None)
         layout = (rows, cond_rows, bool(getattr(p, "is_hr_pass", False)))
         if layout != self._layout:
             self._layout = layout
@@ -222,12 +232,10 @@ class SlidersRuntime:
         if self._engine_model is sd_model:
             self._engine.weights_replaced()
             return
-        plan = self._applied
+        p, plan = self._applied_p, self._applied
         self.clear()
         if plan:
-            holder = type("_Job", (), {})()
-            holder.sliders_job = JobState([], plan=plan)
-            self.activate(holder)
+            self._apply_plan(p, plan)
 
     def clear(self) -> None:
         """Take every slider off the model; the engine (and its references to the model) goes too."""
@@ -236,6 +244,7 @@ class SlidersRuntime:
         self._engine = None
         self._engine_model = None
         self._applied = None
+        self._applied_p = None
         self._applied_key = None
         self._layout = None
 
