@@ -193,3 +193,17 @@ def test_erase_learns_the_opposite_direction(sd1):
     first = torch.cat([m.up.flatten() for m in enhance.network.unet.values()])
     second = torch.cat([m.up.flatten() for m in erased.network.unet.values()])
     assert torch.nn.functional.cosine_similarity(first, second, dim=0) < 0
+
+
+def test_cancel_between_checkpoints_saves_a_checkpoint_to_resume_from(sd1, tmp_path):
+    config = small_config(iterations=5)  # no periodic checkpoints at all
+    whole = SliderTrainer(ModelBackend(sd1), config).train()
+    calls = iter(range(100))
+    checkpoint = tmp_path / "run.state"
+    cancelled = SliderTrainer(ModelBackend(sd1), config, checkpoint_path=checkpoint,
+                              should_stop=lambda: next(calls) >= 2).train()
+    assert cancelled.cancelled and cancelled.iterations == 2 and checkpoint.exists()
+    resumed = SliderTrainer(ModelBackend(sd1), config).train(resume_from=checkpoint)
+    assert resumed.losses == whole.losses
+    for path, module in whole.network.unet.items():
+        assert torch.equal(module.up, resumed.network.unet[path].up), path

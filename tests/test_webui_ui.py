@@ -270,7 +270,7 @@ def test_reload_ui_registers_everything_once(env):
         assert list(extra_networks.extra_network_registry) == ["slider"]
         counts = {name: len(callbacks) for name, callbacks in script_callbacks.callback_map.items() if callbacks}
         assert counts == {"callbacks_app_started": 1, "callbacks_model_loaded": 1, "callbacks_before_ui": 1,
-                          "callbacks_cfg_denoiser": 1, "callbacks_script_unloaded": 1}
+                          "callbacks_cfg_denoiser": 1, "callbacks_script_unloaded": 1, "callbacks_ui_tabs": 1}
         env.reset()
         tagged = env.run(env.make_p("a photo <slider:age:2>")).latents
         assert not torch.equal(tagged, env.run(env.make_p("a photo")).latents)

@@ -196,6 +196,10 @@ class SliderTrainer:
         while iteration < config.iterations:
             if self.should_stop():
                 cancelled = True
+                if self.checkpoint_path:  # so that "resume" continues exactly where the cancel stopped
+                    losses += torch.stack(pending).float().cpu().tolist() if pending else []
+                    pending = []
+                    self._save_state(network, optimizer, generator, iteration, losses)
                 break
             optimizer.zero_grad(set_to_none=True)
             loss = objective.loss()

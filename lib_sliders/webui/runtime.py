@@ -53,6 +53,8 @@ class JobState:
     hashes: dict[int, str] = field(default_factory=dict)  # job image index → "Slider hashes" value
     reported: set[str] = field(default_factory=set)
     plan: BatchPlan | None = None
+    tags_only: bool = False  # started without our script: planned from the prompts at activation
+    planned_batch: int | None = None
 
 
 class SlidersRuntime:
@@ -86,7 +88,7 @@ class SlidersRuntime:
 
     def plan_batch(self, p, prompts: Sequence[str], batch_number: int) -> BatchPlan:
         job = _job(p)
-        if job is None:  # a job the script didn't start (p.scripts skipped process): tags only
+        if job is None:  # our process() didn't run for this job: tags only
             job = p.sliders_job = JobState([])
         plan = self._plan(p, job, prompts, batch_number)
         job.plan = plan
@@ -121,10 +123,26 @@ class SlidersRuntime:
     def activate(self, p) -> None:
         """Apply the current batch's plan to the loaded model (or take everything off when it's empty)."""
         job = _job(p)
+        if job is None or job.tags_only:
+            job = self._plan_without_script(p, job)
         plan = job.plan if job else None
         if plan is not None and getattr(p, "is_hr_pass", False):
             plan = self._hires_plan(p, job) or plan
         self._apply_plan(p, plan)
+
+    def _plan_without_script(self, p, job: JobState | None) -> JobState:
+        """A job sampled without our script's hooks (``p.scripts`` None, e.g. the training preview): plan the
+        batch from its prompts' tags when it is activated."""
+        iteration = int(getattr(p, "iteration", 0) or 0)
+        if job is not None and job.planned_batch == iteration:
+            return job
+        if job is None:
+            job = p.sliders_job = JobState([], tags_only=True)
+        size = int(getattr(p, "batch_size", 1) or 1)
+        prompts = (getattr(p, "all_prompts", None) or [])[iteration * size:(iteration + 1) * size]
+        job.plan = self._plan(p, job, prompts, iteration) if prompts else None
+        job.planned_batch = iteration
+        return job
 
     def _apply_plan(self, p, plan: BatchPlan | None) -> None:
         if not plan:

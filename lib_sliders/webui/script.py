@@ -2,7 +2,8 @@
 
 ``register()`` is called once per (re)load of the entry script: settings and X/Y/Z axes at import, the
 extra network and the cards page in ``on_before_ui`` (the webui clears both registries before that),
-routes in ``on_app_started``, per-step α in ``on_cfg_denoiser``, model swaps in ``on_model_loaded``.
+routes in ``on_app_started``, the training tab in ``on_ui_tabs``, per-step α in ``on_cfg_denoiser``, model swaps
+in ``on_model_loaded``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from modules import extra_networks, prompt_parser, script_callbacks, scripts, shared, ui_extra_networks
+from modules import call_queue, extra_networks, prompt_parser, script_callbacks, scripts, shared, ui_extra_networks
 
 from ..library import SliderLibrary
 from . import api, settings, xyz
@@ -18,6 +19,7 @@ from .args import EMPTY_ARGS, parse_args
 from .network import ExtraNetworkSlider
 from .overrides import apply_overrides
 from .runtime import Host, SlidersRuntime
+from .train_jobs import TrainingJobs
 from .user_metadata import merged_info, read_user_metadata
 
 logger = logging.getLogger("concept_sliders")
@@ -92,6 +94,19 @@ runtime = SlidersRuntime(Host(
 ))
 
 
+def _training_jobs() -> TrainingJobs:
+    from .train_webui import make_host
+
+    def first_slider_dir() -> str:
+        return settings.slider_dirs()[0]
+
+    return TrainingJobs(make_host(runtime, first_slider_dir, call_queue.queue_lock,
+                                  on_saved=lambda job: library().refresh()))
+
+
+training_jobs = _training_jobs()
+
+
 class ConceptSlidersScript(scripts.Script):
     def title(self):
         return TITLE
@@ -146,6 +161,13 @@ def _on_before_ui():
 
 def _on_app_started(demo, app):
     api.register_routes(app, library)
+    api.register_training_routes(app, lambda: training_jobs)
+
+
+def _on_ui_tabs():
+    from .train_tab import create_tab
+
+    return [(create_tab(training_jobs, library), "Concept Sliders", "concept_sliders")]
 
 
 def _on_cfg_denoiser(params):
@@ -171,6 +193,7 @@ def register() -> None:
     # comes late too, but still before the first generation.
     script_callbacks.on_before_ui(_on_before_ui)
     script_callbacks.on_app_started(_on_app_started)
+    script_callbacks.on_ui_tabs(_on_ui_tabs)
     script_callbacks.on_cfg_denoiser(_on_cfg_denoiser)
     script_callbacks.on_model_loaded(_on_model_loaded)
     script_callbacks.on_script_unloaded(_on_script_unloaded)

@@ -27,7 +27,7 @@ class CFGDenoiserParams:
 
 
 CATEGORIES = ("app_started", "model_loaded", "ui_settings", "before_ui", "cfg_denoiser", "script_unloaded",
-              "infotext_pasted")
+              "infotext_pasted", "ui_tabs")
 callback_map = {f"callbacks_{category}": [] for category in CATEGORIES}
 
 
@@ -83,6 +83,14 @@ def infotext_pasted_callback(infotext: str, params: dict):
     _run("infotext_pasted", infotext, params)
 
 
+def ui_tabs_callback():
+    """Each callback returns a list of (gr.Blocks, title, elem_id); the webui adds them as top-level tabs."""
+    tabs = []
+    for callback in ordered_callbacks("ui_tabs"):
+        tabs += callback.callback() or []
+    return tabs
+
+
 def before_ui_callback():
     _run("before_ui", reverse=True)  # the webui runs these last-registered first
 
@@ -106,3 +114,4 @@ on_before_ui = _register("before_ui")
 on_cfg_denoiser = _register("cfg_denoiser")
 on_script_unloaded = _register("script_unloaded")
 on_infotext_pasted = _register("infotext_pasted")
+on_ui_tabs = _register("ui_tabs")

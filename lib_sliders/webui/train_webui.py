@@ -1,0 +1,127 @@
+"""Training on the model the webui has loaded: refusals, a clean model, progress, the preview strip.
+
+``prepare`` checks that training can run (a model is loaded, it is SD 1.x/2.x/SDXL, not split across devices
+by ``--lowvram``/``--medvram``), takes every slider and Lora network off the weights, and turns off the
+webui's cross-attention optimisations unless the user's setting keeps them for training (the webui's own
+trainers do the same); ``restore`` puts the optimisations back. The trainer itself leaves the weights,
+train/eval mode and ``requires_grad`` as it found them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from modules import devices, lowvram, processing, prompt_parser, sd_hijack, shared
+
+from ..errors import SliderError
+from ..prompt_tags import format_number
+from ..training.backend import ModelBackend
+from .models import model_arch
+from .train_jobs import TrainingHost, TrainJob
+
+PREVIEW_IMAGES = 5
+
+
+def _require_model():
+    model = shared.sd_model
+    if model is None:
+        raise SliderError("no model is loaded: load a checkpoint first")
+    if lowvram.is_enabled(model):
+        raise SliderError("training needs the whole model on one device: restart the webui without --lowvram/--medvram")
+    if model_arch(model) is None:
+        raise SliderError("the loaded model is not SD 1.x, SD 2.x or SDXL: sliders can't be trained on it")
+    return model
+
+
+def make_host(runtime, sliders_dir, queue_lock, on_saved) -> TrainingHost:
+    state = {"optimizations_undone": False}
+
+    def prepare():
+        model = _require_model()
+        runtime.clear()
+        networks = sys.modules.get("networks")  # the built-in Lora: weights go back on the next forward
+        if networks is not None and hasattr(networks, "load_networks"):
+            networks.load_networks([])
+        if not getattr(shared.opts, "training_xattention_optimizations", False):
+            sd_hijack.undo_optimizations()
+            state["optimizations_undone"] = True
+        model_width = getattr(model, "is_sdxl", False)
+
+        def wrap(prompts):
+            # SDXL's conditioner reads the target size from the prompt list; SD 1/2 ignore it.
+            size = 1024 if model_width else 512
+            return prompt_parser.SdConditioning(prompts, width=size, height=size)
+
+        return ModelBackend(model, device=devices.device, wrap_prompts=wrap)
+
+    def restore():
+        if state["optimizations_undone"]:
+            sd_hijack.apply_optimizations()
+            state["optimizations_undone"] = False
+        devices.torch_gc()
+
+    def base_model():
+        model = shared.sd_model
+        info = getattr(model, "sd_checkpoint_info", None)
+        return getattr(info, "name_for_extra", None), getattr(model, "sd_model_hash", None)
+
+    def prediction_type():
+        return "v" if getattr(shared.sd_model, "parameterization", "eps") == "v" else "epsilon"
+
+    def on_progress(job: TrainJob):
+        state_ = shared.state
+        state_.job_count = 1
+        state_.sampling_steps = max(job.total, 1)
+        state_.sampling_step = job.iteration
+        eta = f", ETA {job.eta_seconds:.0f} s" if job.eta_seconds is not None else ""
+        loss = f", loss {job.loss:.5f}" if job.loss is not None else ""
+        rate = f", {job.its_per_second:.2f} it/s" if job.its_per_second else ""
+        state_.textinfo = f"Training slider {job.config.name}: {job.iteration}/{job.total}{loss}{rate}{eta}"
+
+    return TrainingHost(
+        sliders_dir=sliders_dir, prepare=prepare, restore=restore, base_model=base_model,
+        prediction_type=prediction_type, lock=queue_lock, on_progress=on_progress,
+        interrupted=lambda: bool(shared.state.interrupted), make_preview=lambda job: make_preview(job, runtime),
+        on_saved=on_saved,
+    )
+
+
+def preview_prompt(job: TrainJob) -> str:
+    config = job.config
+    if config.mode == "text" and config.prompts:
+        return config.prompts[0].target or config.prompts[0].neutral
+    return config.image_prompt
+
+
+def make_preview(job: TrainJob, runtime) -> str | None:
+    """A strip of the new slider from −range to +range (same seed) saved as the card's preview."""
+    from PIL import Image
+
+    low, high = job.config.alpha_range
+    tag = f"<slider:{job.config.name}:{format_number(low)}..{format_number(high)}>"
+    size = 1024 if getattr(shared.sd_model, "is_sdxl", False) else 512
+    size = min(size, job.config.resolution)
+    p = processing.StableDiffusionProcessingTxt2Img(
+        sd_model=shared.sd_model, prompt=[f"{preview_prompt(job)} {tag}"] * PREVIEW_IMAGES,
+        seed=[job.config.seed] * PREVIEW_IMAGES, batch_size=PREVIEW_IMAGES, n_iter=1, steps=20, cfg_scale=7.0,
+        width=size, height=size, do_not_save_grid=True, do_not_save_samples=True,
+    )
+    try:
+        processed = processing.process_images(p)
+    finally:
+        runtime.clear()
+        p.close()
+    images = [image for image in processed.images if isinstance(image, Image.Image)][:PREVIEW_IMAGES]
+    if not images:
+        return None
+    strip = Image.new("RGB", (sum(i.width for i in images), max(i.height for i in images)))
+    x = 0
+    for image in images:
+        strip.paste(image, (x, 0))
+        x += image.width
+    path = os.path.splitext(job.output)[0] + ".png"
+    temporary = path + ".tmp"
+    strip.save(temporary, format="PNG")
+    os.replace(temporary, path)
+    return path
