@@ -45,3 +45,33 @@ function slidersCardClicked(event, name, alpha) {
 if (typeof module !== "undefined") {
     module.exports = {slidersToggleTag: slidersToggleTag, slidersFindTag: slidersFindTag};
 }
+
+// Concept Sliders: the Train page's Start and Resume buttons (the webui's textual-inversion pattern).
+// A task id for the progress bar (progress.textinfo is shown under it), then the arguments with the id first.
+function slidersStartTraining() {
+    var app = gradioApp();
+    var container = app.getElementById("sliders_train_progressbar");
+    var info = app.getElementById("sliders_train_progress");
+    var id = randomId();
+    if (info) {
+        info.textContent = "";
+    }
+    if (container) {
+        requestProgress(id, container, app.getElementById("sliders_train_preview"), function() {
+            if (info) {
+                info.textContent = "";
+            }
+        }, function(progress) {
+            if (info) {
+                info.textContent = progress.textinfo || "";
+            }
+        });
+    }
+    var res = Array.from(arguments);
+    res[0] = id;
+    return res;
+}
+
+if (typeof module !== "undefined") {
+    module.exports.slidersStartTraining = slidersStartTraining;
+}
