@@ -167,8 +167,10 @@ def test_hires_fix_strip(webui):
         assert differs(strip[i], alone[0]) < 0.5
 
 
-def test_the_builtin_lora_gives_what_the_slider_gives_and_both_combine(webui, baseline):
+def test_the_builtin_lora_gives_what_the_slider_gives_and_both_combine(webui):
     webui.request("POST", "/sdapi/v1/refresh-loras")
+    baseline, _ = webui.txt2img(PROMPT)
+    baseline = baseline[0]
     lora, _ = webui.txt2img(f"{PROMPT} <lora:it_lora:1>")
     slider, _ = webui.txt2img(f"{PROMPT} <slider:it_age:1>")
     assert differs(lora[0], baseline) > 1.0
@@ -182,7 +184,9 @@ def test_the_builtin_lora_gives_what_the_slider_gives_and_both_combine(webui, ba
     assert np.array_equal(plain[0], baseline)
 
 
-def test_merge_mode_matches_hooks_and_steps_aside_for_lora(webui, baseline):
+def test_merge_mode_matches_hooks_and_steps_aside_for_lora(webui):
+    baseline, _ = webui.txt2img(PROMPT)
+    baseline = baseline[0]
     merge = {"sliders_apply_mode": "Merge one-α sliders when no Lora is active (fastest)"}
     hooked, _ = webui.txt2img(f"{PROMPT} <slider:it_age:2>")
     merged, _ = webui.txt2img(f"{PROMPT} <slider:it_age:2>", override_settings=merge)
