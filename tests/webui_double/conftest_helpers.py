@@ -3,7 +3,8 @@
 ``webui_env(tmp_root)`` is a context manager (wrap it in a module-scoped pytest fixture):
 
 1. ``tests/webui_double`` goes first on ``sys.path``; cached ``modules*`` and ``lib_sliders.webui*`` are
-   purged (before and after), so each test module gets fresh module state;
+   purged (before and after; afterwards the ones that were there before are put back), so each test module
+   gets fresh module state and modules imported before it keep theirs;
 2. command-line options come from a parser the extension's ``preload.py`` extends (``--sliders-dir``),
    plus Lora's ``--lora-dir``/``--lyco-dir-backcompat``, all pointing at temp folders;
 3. slider files are written with the core writer: ``age`` and ``smile`` (UNet), ``words`` (text encoder
@@ -37,11 +38,24 @@ REPO_ROOT = os.path.dirname(TESTS_DIR)
 SEED = 1234
 
 
-def purge_modules() -> None:
-    for name in list(sys.modules):
-        if name == "modules" or name.startswith("modules.") or name == "lib_sliders.webui" \
-                or name.startswith("lib_sliders.webui."):
-            del sys.modules[name]
+def _purged(name: str) -> bool:
+    return name == "modules" or name.startswith("modules.") or name == "lib_sliders.webui" \
+        or name.startswith("lib_sliders.webui.")
+
+
+def purge_modules() -> dict:
+    """Drop the double's and the extension's webui modules from ``sys.modules``; returns what was there."""
+    return {name: sys.modules.pop(name) for name in list(sys.modules) if _purged(name)}
+
+
+def restore_modules(saved: dict) -> None:
+    """Put back what ``purge_modules`` dropped (and the parent packages' attributes), so that test modules
+    that imported ``lib_sliders.webui.*`` before an env still share classes with what they import later."""
+    sys.modules.update(saved)
+    for name, module in saved.items():
+        parent, _, child = name.rpartition(".")
+        if parent in sys.modules:
+            setattr(sys.modules[parent], child, module)
 
 
 # ------------------------------------------------------------------------------------------ text encoder
@@ -305,7 +319,7 @@ def _load_file(name, path):
 @contextlib.contextmanager
 def webui_env(root: str):
     saved_path = list(sys.path)
-    purge_modules()
+    saved_modules = purge_modules()
     sys.path.insert(0, DOUBLE_DIR)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 2 threads on 2 shared cores stall badly when another job holds one
@@ -377,6 +391,7 @@ def webui_env(root: str):
         if gradio_patch is not None:
             gradio_patch.undo()
         purge_modules()
+        restore_modules(saved_modules)
         sys.path[:] = saved_path
         torch.set_num_threads(threads)
 

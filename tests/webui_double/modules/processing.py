@@ -37,6 +37,7 @@ def image_noise(shape, seeds):
 
 @dataclass(repr=False)
 class StableDiffusionProcessing:
+    sd_model: Any = None  # accepted and ignored, as the webui's (the property below reads shared.sd_model)
     prompt: Any = ""
     negative_prompt: Any = ""
     styles: list = None
@@ -55,6 +56,7 @@ class StableDiffusionProcessing:
     override_settings_restore_afterwards: bool = True
     disable_extra_networks: bool = False
     denoising_strength: float = None
+    do_not_save_samples: bool = False
     do_not_save_grid: bool = False
 
     scripts_value: Any = field(default=None, init=False)
@@ -90,8 +92,12 @@ class StableDiffusionProcessing:
         self.cached_uc = StableDiffusionProcessing.cached_uc
 
     @property
-    def sd_model(self):
+    def sd_model(self):  # noqa: F811 — the field's default becomes this property, as in the webui
         return shared.sd_model
+
+    @sd_model.setter
+    def sd_model(self, value):
+        pass
 
     @property
     def scripts(self):

@@ -52,6 +52,7 @@ class State:
     sampling_step = 0
     sampling_steps = 0
     current_latent = None
+    textinfo = None
 
     def interrupt(self):
         self.interrupted = True
@@ -64,6 +65,7 @@ class State:
         self.skipped = self.interrupted = self.stopping_generation = False
         self.job, self.job_no, self.job_count = job, 0, -1
         self.sampling_step = self.sampling_steps = 0
+        self.textinfo = None
 
     def end(self):
         self.job = ""
