@@ -589,8 +589,6 @@ def test_the_background_thread_holds_the_queue_lock(env, api, jobs):
 # ------------------------------------------------------------------------------------------ known bugs
 
 
-@pytest.mark.xfail(strict=True, reason="API jobs don't begin a webui job (shared.state.begin), so the interrupt flag "
-                                       "an interrupted generation leaves set cancels them at once")
 def test_an_api_job_after_an_interrupted_generation_still_trains(env, api):
     from modules import shared
 
@@ -603,8 +601,6 @@ def test_an_api_job_after_an_interrupted_generation_still_trains(env, api):
     assert job["state"] == "done" and job["iteration"] == 1, job
 
 
-@pytest.mark.xfail(strict=True, reason="prepare() undoes the webui's optimisations before building the backend; "
-                                       "when that fails, run() never calls restore()")
 def test_optimisations_come_back_when_preparing_the_model_fails(env, api, monkeypatch):
     from modules import sd_hijack
 

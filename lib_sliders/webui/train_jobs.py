@@ -54,6 +54,8 @@ class TrainingHost:
     interrupted: Callable[[], bool] = lambda: False  # e.g. shared.state.interrupted
     make_preview: Callable[[TrainJob], str | None] | None = None  # returns the preview image path
     on_saved: Callable[[TrainJob], None] = lambda job: None  # e.g. refresh the slider list
+    # Around a background job (the API's): the webui's job state, so a stale Interrupt can't cancel it.
+    job_context: Callable[[TrainJob], Any] = lambda job: contextlib.nullcontext()
 
 
 @dataclass
@@ -158,7 +160,7 @@ class TrainingJobs:
 
     def start_in_background(self, job: TrainJob) -> threading.Thread:
         def work():
-            with self.host.lock:
+            with self.host.lock, self.host.job_context(job):
                 self.run(job)
 
         thread = threading.Thread(target=work, name=f"sliders-train-{job.id}", daemon=True)
@@ -172,11 +174,10 @@ class TrainingJobs:
             return job
         job.state = "running"
         try:
-            backend = self.host.prepare()
             try:
-                result = self._train(job, backend)
+                result = self._train(job, self.host.prepare())
             finally:
-                self.host.restore()
+                self.host.restore()  # also after a failed prepare: it undoes only what prepare did
             self._save(job, result)
             if self.host.make_preview is not None and job.options.preview and result.iterations > 0:
                 try:

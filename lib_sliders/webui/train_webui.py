@@ -9,6 +9,7 @@ train/eval mode and ``requires_grad`` as it found them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -79,7 +80,17 @@ def make_host(runtime, sliders_dir, queue_lock, on_saved) -> TrainingHost:
         rate = f", {job.its_per_second:.2f} it/s" if job.its_per_second else ""
         state_.textinfo = f"Training slider {job.config.name}: {job.iteration}/{job.total}{loss}{rate}{eta}"
 
+    @contextlib.contextmanager
+    def webui_job(job: TrainJob):
+        # What the webui's own API calls do around a job: a fresh state (clears a stale Interrupt).
+        shared.state.begin(job=f"sliders_train_{job.id}")
+        try:
+            yield
+        finally:
+            shared.state.end()
+
     return TrainingHost(
+        job_context=webui_job,
         sliders_dir=sliders_dir, prepare=prepare, restore=restore, base_model=base_model,
         prediction_type=prediction_type, lock=queue_lock, on_progress=on_progress,
         interrupted=lambda: bool(shared.state.interrupted), make_preview=lambda job: make_preview(job, runtime),

@@ -1,0 +1,86 @@
+"""Training over the real webui's HTTP API on the loaded (random-weight) checkpoint, then using the slider."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration
+
+PROMPT = "a photo of a person"
+
+
+def tiny_config(name: str, **overrides) -> dict:
+    return {"name": name, "mode": "text", "iterations": 2, "resolution": 64, "max_denoising_steps": 4,
+            "rank": 4, "seed": 3, "lr": 0.01, "alpha_range": [-2, 2],
+            "prompts": [{"target": "person", "positive": "person, very old", "negative": "person, very young"}],
+            **overrides}
+
+
+def wait_until_finished(webui, job_id: str, timeout: float = 1500) -> dict:
+    start = time.time()
+    while time.time() - start < timeout:
+        job = webui.request("GET", f"/sliders/v1/train/{job_id}")
+        if job["state"] not in ("queued", "running"):
+            return job
+        time.sleep(2)
+    raise AssertionError(f"training job {job_id} still running after {timeout} s")
+
+
+def test_bad_fields_are_422_with_their_names(webui):
+    import json
+    import urllib.error
+    import urllib.request
+
+    body = tiny_config("x" * 3, rank=0, preset="nope", overwrite="yes")
+    request = urllib.request.Request(webui.url + "/sliders/v1/train", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=60)
+    assert caught.value.code == 422
+    fields = {d["field"] for d in json.loads(caught.value.read())["detail"]}
+    assert "overwrite" in fields
+    body.pop("overwrite")
+    request = urllib.request.Request(webui.url + "/sliders/v1/train", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=60)
+    assert {"rank", "preset"} <= {d["field"] for d in json.loads(caught.value.read())["detail"]}
+
+
+def test_train_then_generate_with_the_new_slider(webui):
+    name = f"it_trained_{uuid.uuid4().hex[:6]}"
+    before, _ = webui.txt2img(PROMPT, seed=5)
+    job = webui.request("POST", "/sliders/v1/train", {**tiny_config(name), "preview": True})
+    assert job["state"] in ("queued", "running")
+    job = wait_until_finished(webui, job["id"])
+    assert job["state"] == "done", job
+    assert job["iteration"] == 2 and job["loss"] is not None and job["effect"] is not None
+    assert job["output"].endswith(f"{name}.safetensors") and job["preview"].endswith(f"{name}.png")
+    after, _ = webui.txt2img(PROMPT, seed=5)
+    assert np.array_equal(before[0], after[0])  # the model is exactly as it was
+    listed = {s["name"]: s for s in webui.request("GET", "/sliders/v1/sliders")}
+    assert name in listed and listed[name]["alpha_range"] == [-2.0, 2.0]
+    assert '"iterations_done": 2' in listed[name]["metadata"]["sliders.training"]
+    moved, _ = webui.txt2img(f"{PROMPT} <slider:{name}:2>", seed=5)
+    assert float(np.abs(moved[0] - before[0]).mean()) > 0.05
+    with pytest.raises(AssertionError, match="HTTP 422.*exists"):  # never overwritten unasked
+        webui.request("POST", "/sliders/v1/train", tiny_config(name))
+
+
+def test_cancel_then_resume(webui):
+    name = f"it_cancel_{uuid.uuid4().hex[:6]}"
+    job = webui.request("POST", "/sliders/v1/train", {**tiny_config(name, iterations=40), "preview": False})
+    start = time.time()
+    while webui.request("GET", f"/sliders/v1/train/{job['id']}")["iteration"] < 1 and time.time() - start < 900:
+        time.sleep(1)
+    webui.request("POST", f"/sliders/v1/train/{job['id']}/cancel")
+    cancelled = wait_until_finished(webui, job["id"])
+    assert cancelled["state"] == "cancelled" and 1 <= cancelled["iteration"] < 40 and cancelled["output"]
+    resumed = webui.request("POST", "/sliders/v1/train", {**tiny_config(name, iterations=cancelled["iteration"] + 1),
+                                                         "resume": True, "preview": False})
+    resumed = wait_until_finished(webui, resumed["id"])
+    assert resumed["state"] == "done" and resumed["iteration"] == cancelled["iteration"] + 1, resumed
