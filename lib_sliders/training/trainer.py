@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import safetensors
+import safetensors.torch
 import torch
 
 from .. import __version__
@@ -32,6 +34,7 @@ from .effect import EffectScore, measure_effect
 from .image_objective import ImageObjective
 from .text_objective import TextObjective
 
+STATE_FORMAT = "sliders-training-state/2"
 EFFECT_SEED_OFFSET = 1_000_003  # held-out draws never coincide with training draws
 
 
@@ -252,22 +255,28 @@ class SliderTrainer:
         self.on_progress(TrainProgress(iteration, self.config.iterations, sum(recent) / len(recent), rate, eta))
 
     # ----- resumable checkpoints ----------------------------------------------------------------
+    # A safetensors file (tensors) + JSON metadata (everything else): no pickle at all, so the webui's
+    # pickle checker (which rejects newer torch zip entries) and weights_only loading never come into it.
     def _save_state(self, network: SliderNetwork, optimizer, generator: torch.Generator, iteration: int,
                     losses: list[float]) -> None:
-        state = {
-            "format": "sliders-training-state/1",
-            "iteration": iteration,
-            "config": self.config.to_dict(),
-            "weights": {path: [m.down.detach().cpu(), m.up.detach().cpu()] for path, m in network.unet.items()},
-            "optimizer": optimizer.state_dict(),
-            "generator": generator.get_state(),
-            "losses": list(losses),
-        }
+        tensors = {"generator": generator.get_state()}
+        for path, module in network.unet.items():
+            tensors[f"weights/{path}/down"] = module.down.detach().cpu().contiguous()
+            tensors[f"weights/{path}/up"] = module.up.detach().cpu().contiguous()
+        optimizer_state = optimizer.state_dict()
+        per_param = {}
+        for index, values in optimizer_state["state"].items():
+            per_param[str(index)] = sorted(values)
+            for key, value in values.items():
+                tensors[f"optimizer/{index}/{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        state = {"iteration": iteration, "config": self.config.to_dict(), "losses": list(losses),
+                 "param_groups": optimizer_state["param_groups"], "optimizer_keys": per_param}
+        metadata = {"format": STATE_FORMAT, "state": json.dumps(state)}
         directory = os.path.dirname(os.path.abspath(self.checkpoint_path))
         handle, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        os.close(handle)
         try:
-            with os.fdopen(handle, "wb") as file:
-                torch.save(state, file)
+            safetensors.torch.save_file(tensors, temporary, metadata=metadata)
             os.replace(temporary, self.checkpoint_path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -276,10 +285,13 @@ class SliderTrainer:
 
     def _load_state(self, path, network: SliderNetwork, optimizer, generator: torch.Generator):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with safetensors.safe_open(str(path), framework="pt") as file:
+                metadata = file.metadata() or {}
+                tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 — not a dict
+            state = json.loads(metadata.get("state", "null"))
         except Exception as error:
             raise SliderError(f"{path}: not a training checkpoint ({error})") from None
-        if not isinstance(state, dict) or state.get("format") != "sliders-training-state/1":
+        if metadata.get("format") != STATE_FORMAT or not isinstance(state, dict):
             raise SliderError(f"{path}: not a training checkpoint")
         saved, current = dict(state["config"]), self.config.to_dict()
         saved.pop("iterations", None)
@@ -289,11 +301,18 @@ class SliderTrainer:
             raise SliderError(f"{path}: checkpoint was made with different settings ({', '.join(changed)})")
         with torch.no_grad():
             for path_, module in network.unet.items():
-                down, up = state["weights"][path_]
-                module.down.copy_(down)
-                module.up.copy_(up)
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
+                module.down.copy_(tensors[f"weights/{path_}/down"])
+                module.up.copy_(tensors[f"weights/{path_}/up"])
+        groups = state["param_groups"]
+        for group in groups:
+            if isinstance(group.get("betas"), list):
+                group["betas"] = tuple(group["betas"])
+        optimizer.load_state_dict({
+            "state": {int(index): {key: tensors[f"optimizer/{index}/{key}"] for key in keys}
+                      for index, keys in state["optimizer_keys"].items()},
+            "param_groups": groups,
+        })
+        generator.set_state(tensors["generator"])
         return int(state["iteration"]), list(state["losses"])
 
 
