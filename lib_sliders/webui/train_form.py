@@ -592,7 +592,8 @@ def _effect_html(job: TrainJob) -> str:
             f"(α = −1: cosine {effect.get('cosine_negative', 0.0):.2f}, gain {effect.get('gain_negative', 0.0):.2f})")
     if job.does_nothing:
         return (f"<p class='sliders-train-warning' style='color: var(--color-accent, #e65100); font-weight: bold'>"
-                f"⚠ This slider does nothing measurable. {html.escape(text)}</p>")
+                f"⚠ This slider does nothing measurable. {html.escape(text)}<br>Try more iterations, a higher "
+                f"learning rate, or prompts that differ more.</p>")
     return f"<p>{html.escape(text)}</p>"
 
 

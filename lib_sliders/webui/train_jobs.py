@@ -227,11 +227,7 @@ class TrainingJobs:
         job.output = path
         if result.effect is not None:
             job.effect = result.effect.to_dict()
-            job.does_nothing = bool(result.effect.does_nothing)
-            if job.does_nothing:
-                job.messages.append("this slider does nothing measurable: its change of the prediction barely points "
-                                    "along the target direction. Try more iterations, a higher learning rate, or "
-                                    "prompts that differ more.")
+            job.does_nothing = bool(result.effect.does_nothing)  # the tab and API clients show the warning
         self.host.on_saved(job)
 
     def _finish(self, job: TrainJob, state: str) -> None:

@@ -30,26 +30,24 @@ def _xyz_module():
 
 
 def _set(p, key: str, value) -> None:
-    # A new dict each time: the plot's per-cell copy of p is shallow.
-    override = dict(getattr(p, "sliders_override", None) or {})
-    if isinstance(value, tuple):  # (table, name, value)
-        table, name, number = value
-        override[table] = {**override.get(table, {}), name: number}
-    else:
-        override[key] = value
-    p.sliders_override = override
+    # New dicts each time: the plot's per-cell copy of p is shallow.
+    p.sliders_override = {**(getattr(p, "sliders_override", None) or {}), key: value}
+
+
+def _set_alpha(p, name: str, alpha: float) -> None:
+    alphas = (getattr(p, "sliders_override", None) or {}).get("alpha", {})
+    _set(p, "alpha", {**alphas, name: alpha})
 
 
 def _alpha_of(name: str):
     def apply(p, x, xs):
-        _set(p, "alpha", ("alpha", name, float(x)))
+        _set_alpha(p, name, float(x))
 
     return apply
 
 
 def _apply_name_alpha(p, x, xs):
-    name, alpha = _split_name_alpha(x)
-    _set(p, "alpha", ("alpha", name, alpha))
+    _set_alpha(p, *_split_name_alpha(x))
 
 
 def _split_name_alpha(text: str) -> tuple[str, float]:
