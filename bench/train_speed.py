@@ -182,22 +182,17 @@ def use_sdpa() -> None:
 
 
 class Probe:
-    """Counts UNet calls and rows (forward pre-hook) and stamps the time of every progress report."""
+    """Stamps the time and the trainer's UNet call/row counts (graph replays included) at every progress report."""
 
-    def __init__(self, unet: torch.nn.Module, device: torch.device):
+    def __init__(self, device: torch.device):
         self.device = device
-        self.calls = self.rows = 0
+        self.stats = None  # the trainer's TrainStats, once it exists
         self.marks: list[tuple[float, int, int]] = []  # (seconds, calls so far, rows so far)
-        self.handle = unet.register_forward_pre_hook(self._count, with_kwargs=True)
-
-    def _count(self, module, args, kwargs):
-        x = args[0] if args else kwargs["x"]
-        self.calls += 1
-        self.rows += x.shape[0]
 
     def mark(self) -> None:
         sync(self.device)
-        self.marks.append((time.perf_counter(), self.calls, self.rows))
+        calls, rows = (self.stats.unet_calls, self.stats.unet_rows) if self.stats else (0, 0)
+        self.marks.append((time.perf_counter(), calls, rows))
 
     def on_progress(self, progress: TrainProgress) -> None:
         self.mark()
@@ -255,15 +250,13 @@ def run_model(name: str, args, device: torch.device, dtype: torch.dtype) -> dict
                          precision={torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype],
                          gradient_checkpointing=args.gradient_checkpointing, bidirectional=args.bidirectional,
                          timesteps_per_trajectory=args.timesteps_per_trajectory)
-    probe = Probe(unet, device)
+    probe = Probe(device)
     # The effect score is a fixed cost per run, not part of an iteration: skipped here.
     trainer = SliderTrainer(ModelBackend(model, device), config, on_progress=probe.on_progress, progress_every=1,
-                            effect_samples=0)
+                            effect_samples=0, cuda_graphs=args.cuda_graphs and device.type == "cuda")
+    probe.stats = trainer.stats
     probe.mark()
-    try:
-        trainer.train()
-    finally:
-        probe.handle.remove()
+    trainer.train()
     peak = peak_memory_gib(device)
 
     per_iteration = probe.iterations()
@@ -276,7 +269,8 @@ def run_model(name: str, args, device: torch.device, dtype: torch.dtype) -> dict
         "timed": len(timed), "skipped": skip, "k": sum(ks) / len(ks),
         "calls": sum(c for _, c, _ in timed) / len(timed), "rows": sum(r for _, _, r in timed) / len(timed),
         "s_it": seconds, "s_it_k25": fit_at_k([(s, k) for (s, _, _), k in zip(timed, ks, strict=True)], MEAN_K),
-        "peak_gib": peak, "per_iteration": per_iteration,
+        "peak_gib": peak, "per_iteration": per_iteration, "graphs": trainer.stats.graphs,
+        "replays": trainer.stats.graph_replays,
     }
     del trainer, probe, model, unet
     gc.collect()
@@ -317,7 +311,7 @@ def print_table(results: list[dict], args, device: torch.device) -> None:
     for r in results:
         steps = ", ".join(f"{s:.2f}s/k={c - 2}" for s, c, _ in r["per_iteration"])
         print(f"{r['model']}: {r['description']}; weights {r['weights_gib']:.2f} GiB; built in {r['build_s']:.1f} s; "
-              f"iterations ({r['skipped']} untimed): {steps}")
+              f"CUDA graphs {r['graphs']} ({r['replays']} replays); iterations ({r['skipped']} untimed): {steps}")
 
 
 def main() -> None:
@@ -334,6 +328,8 @@ def main() -> None:
     parser.add_argument("--timesteps-per-trajectory", type=int, default=1,
                         help="training points taken from each denoising trajectory (1 = the official loop)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
+                        help="replay the denoising calls as CUDA graphs (our default on CUDA; ignored on CPU)")
     parser.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=True,
                         help="also train α = −1 (our default); --no-bidirectional trains α = +1 only, like the official loop")
     parser.add_argument("--attention", choices=("sdp", "default"), default="sdp",
@@ -365,7 +361,8 @@ def main() -> None:
           f"{' (autocast, fp32 slider weights)' if dtype != torch.float32 else ''}; {args.size} models, "
           f"{args.resolution} px; attention {args.attention}; rank 4 alpha 1 noxattn; DDIM 50; batch 1; guidance 4; "
           f"{'bidirectional' if args.bidirectional else 'α = +1 only'}; "
-          f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}; {args.iterations} iterations")
+          f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}; "
+          f"CUDA graphs {'on' if args.cuda_graphs and cuda else 'off'}; {args.iterations} iterations")
     results = []
     for name in names:
         results.append(run_model(name, args, device, dtype))

@@ -57,7 +57,7 @@ function slidersStartTraining() {
         info.textContent = "";
     }
     if (container) {
-        requestProgress(id, container, app.getElementById("sliders_train_preview"), function() {
+        requestProgress(id, container, app.getElementById("sliders_train_preview_image"), function() {
             if (info) {
                 info.textContent = "";
             }
@@ -74,4 +74,20 @@ function slidersStartTraining() {
 
 if (typeof module !== "undefined") {
     module.exports.slidersStartTraining = slidersStartTraining;
+}
+
+// Concept Sliders: after a training run, rebuild the Extra Networks pages so a new slider's card shows up
+// (the webui's own hidden per-page refresh button; it refreshes every page of that tab).
+function slidersRefreshCards() {
+    ["txt2img", "img2img"].forEach(function(tabname) {
+        var button = gradioApp().getElementById(tabname + "_sliders_extra_refresh_internal");
+        if (button) {
+            button.dispatchEvent(new Event("click"));
+        }
+    });
+    return [];
+}
+
+if (typeof module !== "undefined") {
+    module.exports.slidersRefreshCards = slidersRefreshCards;
 }

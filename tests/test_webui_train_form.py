@@ -448,9 +448,15 @@ def test_create_tab_builds_and_refuses_without_starting(tmp_path, stub_webui):
     ids = {getattr(b, "elem_id", None) for b in blocks.blocks.values()}
     assert {"sliders_train_name", "sliders_train_start", "sliders_train_cancel", "sliders_train_resume",
             "sliders_train_before_files", "sliders_train_after_files", "sliders_train_result",
-            "sliders_train_preview", "sliders_train_progressbar", "sliders_train_preset_load"} <= ids
+            "sliders_train_preview_image", "sliders_train_progressbar", "sliders_train_preset_load"} <= ids
     assert {f"sliders_train_{name}" for name in FIELD_NAMES} <= ids
+    named = [b.elem_id for b in blocks.blocks.values() if getattr(b, "elem_id", None)]
+    assert len(named) == len(set(named)), "element ids must be unique (the JS finds elements by id)"
     assert [d.get("js") for d in blocks.dependencies].count("slidersStartTraining") == 2
+    # After each run (not before it starts) the Extra Networks pages are rebuilt, for the new slider's card.
+    refreshes = [d for d in blocks.dependencies if d.get("js") == "slidersRefreshCards"]
+    assert len(refreshes) == 2
+    assert all(blocks.dependencies[d["trigger_after"]].get("js") == "slidersStartTraining" for d in refreshes)
     assert len(stub_webui.wrapped) == 2
 
     tab = blocks.sliders_train_tab

@@ -517,7 +517,7 @@ def test_train_tab_start_button_trains_a_tiny_slider(env, train_tab, jobs):
     assert getattr(start.inputs[0], "elem_id", None) == "sliders_train_task_id"
     out = press(start, tab_values(train_tab, start, task_id="task(sliders1)", **TAB_FORM))
     result = out["result"]
-    assert out["preview"] is None and "Trained slider <b>tab_age</b> (2 iterations)" in result, result
+    assert out["preview_image"] is None and "Trained slider <b>tab_age</b> (2 iterations)" in result, result
     path = slider_path(env, "tab_age")
     assert os.path.isfile(path) and path in result
     job = next(j for j in jobs.jobs() if j.config.name == "tab_age")

@@ -47,6 +47,14 @@ def train(steps: int = 1000, batch: int = 32, device: str = "cpu", dataset_size:
     acp = model.alphas_cumprod.to(device)
     generator = torch.Generator().manual_seed(seed + 2)
     losses: list[float] = []
+    tokenized: dict[str, torch.Tensor] = {}
+
+    def token_ids(prompts: list[str]) -> torch.Tensor:
+        # Tokenised once per caption: the tokenizer, not the tiny model, set the pace on a GPU.
+        for prompt in set(prompts) - tokenized.keys():
+            tokenized[prompt] = model.cond_stage_model.tokenize([prompt])[0].cpu()
+        return torch.stack([tokenized[p] for p in prompts])
+
     start = time.time()
     for step in range(steps):
         index = torch.randint(len(data), (batch,), generator=generator)
@@ -57,7 +65,7 @@ def train(steps: int = 1000, batch: int = 32, device: str = "cpu", dataset_size:
         noise = torch.randn(x0.shape, generator=generator).to(device)
         a = acp[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        cond = model.get_learned_conditioning(prompts)
+        cond = model.cond_stage_model.transformer(input_ids=token_ids(prompts).to(device)).last_hidden_state
         loss = torch.nn.functional.mse_loss(model.apply_model(x_t, t, cond), noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -65,8 +73,11 @@ def train(steps: int = 1000, batch: int = 32, device: str = "cpu", dataset_size:
         optimizer.step()
         if ema_model is not None:
             with torch.no_grad():
+                # Warm-up: early on the average follows the weights closely, so the random initial ones
+                # don't linger in a short run (0.999 alone would keep 8 % of them after 2500 steps).
+                decay = min(ema, (1 + step) / (10 + step))
                 for p_ema, p in zip(ema_model.parameters(), model.parameters(), strict=True):
-                    p_ema.lerp_(p, 1 - ema)
+                    p_ema.lerp_(p, 1 - decay)
         losses.append(loss.item())
         if log_every and ((step + 1) % log_every == 0 or step + 1 == steps):
             recent = losses[-log_every:]
@@ -109,6 +120,14 @@ def sample_check(model: ToyPixelDiffusion, n: int = 30, seed: int = 12345, steps
             "chance_shape": 1 / len(world.SHAPES), "chance_colour": 1 / len(world.COLOURS)}, images
 
 
+def trained_token_ids(model: ToyPixelDiffusion, args) -> list[int]:
+    """Every token id the training captions (all variants) and the empty prompt tokenise to."""
+    _, _, attributes = world.make_dataset(min(args.dataset_size, 5000), args.seed)
+    captions = {""} | {variant for a in attributes for variant in world.caption_variants(a)}
+    ids = model.cond_stage_model.tokenizer(sorted(captions), truncation=True, max_length=77).input_ids
+    return sorted({i for row in ids for i in row})
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="weights file (.safetensors)")
@@ -135,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"trained {len(losses)} steps in {time.time() - start:.0f} s; "
           f"first/last-50 mean loss {np.mean(losses[:50]):.4f} / {np.mean(losses[-50:]):.4f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    model.save(args.out, dtype=torch.float16 if args.fp16 else None)
+    model.save(args.out, dtype=torch.float16 if args.fp16 else None, token_ids=trained_token_ids(model, args))
     print(f"saved {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB)")
     result = {"losses": losses}
     if args.check:

@@ -111,16 +111,18 @@ class TextObjective:
         timesteps = self.timesteps if timesteps is None else timesteps
         alphas_cumprod = self.backend.alphas_cumprod
         cond = select_cond(self.cond, [e.negative for e in entries] + [e.target for e in entries])
+        # Moved to the device once, so the steps below never wait for the GPU (a blocking copy would).
+        on_device = timesteps.to(noise.device)
+        alphas = alphas_cumprod[on_device]
         x, points = noise, []
         with run.sampling_slider(slider_alpha):
             for i in range(max(steps)):
-                t = timesteps[i].to(x.device).repeat(2 * len(entries))
-                with run.autocast():
-                    eps_uncond, eps_cond = run.predict(torch.cat([x, x]), t, cond).float().chunk(2)
+                t = on_device[i].repeat(2 * len(entries))
+                eps_uncond, eps_cond = run.predict_sampling(torch.cat([x, x]), t, cond).float().chunk(2)
                 eps = eps_uncond + self.config.sampling_guidance * (eps_cond - eps_uncond)
-                x = ddim_step(x, eps, alphas_cumprod[timesteps[i]], alphas_cumprod[timesteps[i + 1]])
+                x = ddim_step(x, eps, alphas[i], alphas[i + 1])
                 if i + 1 in steps:
-                    points.append((x, timesteps[i + 1].to(x.device).repeat(len(entries))))
+                    points.append((x, on_device[i + 1].repeat(len(entries))))
         return points
 
     @torch.no_grad()

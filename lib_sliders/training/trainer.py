@@ -30,6 +30,7 @@ from ..presets import select_layers
 from ..slider_file import save_slider
 from .backend import DiffusionBackend
 from .checkpointing import gradient_checkpointing
+from .cuda_graphs import GraphedCalls
 from .effect import EffectScore, measure_effect
 from .image_objective import ImageObjective
 from .text_objective import TextObjective
@@ -58,17 +59,33 @@ class TrainResult:
     held_out_loss: tuple[float, float] | None = None  # (before, after) training, when asked for
 
 
+@dataclass
+class TrainStats:
+    """What the run's UNet calls cost, for progress reports and benchmarks."""
+
+    unet_calls: int = 0
+    unet_rows: int = 0
+    graph_replays: int = 0  # calls among ``unet_calls`` that were CUDA-graph replays
+    graphs: str = "off"  # "on", "off", or why they were turned off
+
+
 class _Run:
     """What the objectives share: the engine driving the slider, the generator, precision."""
 
     def __init__(self, backend: DiffusionBackend, engine: SliderEngine, generator: torch.Generator,
-                 latent_shape: tuple[int, int, int], autocast_dtype: torch.dtype | None, merge_for_sampling: bool):
+                 latent_shape: tuple[int, int, int], autocast_dtype: torch.dtype | None, merge_for_sampling: bool,
+                 cuda_graphs: bool = False, stats: TrainStats | None = None):
         self.backend = backend
         self.engine = engine
         self.generator = generator
         self.latent_shape = latent_shape
         self.autocast_dtype = autocast_dtype
         self.merge_for_sampling = merge_for_sampling
+        self.stats = stats if stats is not None else TrainStats()
+        # Graphs replay the merged model only: hooks (Python) would be skipped by a replay.
+        self.graphs = GraphedCalls(self._predict_for_graph, backend.unet) if cuda_graphs and merge_for_sampling else None
+        self.stats.graphs = "on" if self.graphs is not None else "off"
+        self._merged = False
 
     @contextlib.contextmanager
     def sampling_slider(self, alpha: float):
@@ -83,9 +100,11 @@ class _Run:
             return
         network = self.engine.sliders[0].network
         self.engine.apply([ActiveSlider(network, alpha)], mode="merged")
+        self._merged = True
         try:
             yield
         finally:
+            self._merged = False
             self.engine.apply([ActiveSlider(network, 0.0)], mode="hooks")
 
     def randn(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -102,7 +121,33 @@ class _Run:
         return torch.autocast(self.backend.device.type, dtype=self.autocast_dtype)
 
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
+        self.stats.unet_calls += 1
+        self.stats.unet_rows += x_t.shape[0]
         return self.backend.predict_eps(x_t, t, cond)
+
+    def predict_sampling(self, x_t: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
+        """A no-grad sampling call (autocast included): a CUDA-graph replay while the slider is merged.
+
+        The result may be a buffer the next call overwrites: use it before then."""
+        if self.graphs is None or not self._merged:
+            with self.autocast():
+                return self.predict(x_t, t, cond)
+        output = self.graphs(x_t, t, cond)
+        self.stats.unet_calls += 1
+        self.stats.unet_rows += x_t.shape[0]
+        self.stats.graph_replays = self.graphs.replays
+        if self.graphs.disabled is not None:
+            self.stats.graphs = f"off ({self.graphs.disabled})"
+        elif self.graphs.check_errors:
+            self.stats.graphs = f"on (replay check {max(self.graphs.check_errors):.1e})"
+        return output
+
+    def _predict_for_graph(self, x_t: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
+        # Autocast's cast cache must be off while a graph is captured (cached casts would outlive it).
+        context = (contextlib.nullcontext() if self.autocast_dtype is None else
+                   torch.autocast(self.backend.device.type, dtype=self.autocast_dtype, cache_enabled=False))
+        with context:
+            return self.backend.predict_eps(x_t, t, cond)
 
 
 def _autocast_dtype(precision: str, model_dtype: torch.dtype, device: torch.device) -> torch.dtype | None:
@@ -146,7 +191,8 @@ class SliderTrainer:
                  should_stop: Callable[[], bool] | None = None,
                  checkpoint_path: str | os.PathLike | None = None,
                  progress_every: int | None = None, held_out_draws: int = 0,
-                 merge_for_sampling: bool | None = None, effect_samples: int = 4):
+                 merge_for_sampling: bool | None = None, cuda_graphs: bool | None = None,
+                 effect_samples: int = 4):
         config.validate()
         self.backend = backend
         self.config = config
@@ -158,6 +204,11 @@ class SliderTrainer:
         self.effect_samples = effect_samples  # held-out draws for the effect score; 0 skips it
         # Merging pays off where the hooks' kernel launches dominate (GPU); on a CPU the merge costs more.
         self.merge_for_sampling = backend.device.type == "cuda" if merge_for_sampling is None else merge_for_sampling
+        # The merged sampling calls replayed as CUDA graphs (on CUDA, by default; falls back by itself).
+        self.cuda_graphs = backend.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        if self.cuda_graphs and backend.device.type != "cuda":
+            raise SliderError("cuda_graphs: CUDA graphs need a CUDA device")
+        self.stats = TrainStats()
 
     def train(self, resume_from: str | os.PathLike | None = None) -> TrainResult:
         config, unet = self.config, self.backend.unet
@@ -182,7 +233,8 @@ class SliderTrainer:
         channels = getattr(backend.unet, "in_channels", 4)
         side = config.resolution // getattr(backend, "latent_scale", 8)
         run = _Run(backend, engine, generator, (channels, side, side),
-                   _autocast_dtype(config.precision, backend.dtype, backend.device), self.merge_for_sampling)
+                   _autocast_dtype(config.precision, backend.dtype, backend.device), self.merge_for_sampling,
+                   cuda_graphs=self.cuda_graphs, stats=self.stats)
         objective = TextObjective(backend, config, run) if config.mode == "text" else ImageObjective(backend, config, run)
         parameters = _parameters(network)
         optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)

@@ -210,7 +210,7 @@ def create_tab(jobs: TrainingJobs, library) -> gr.Blocks:
                 task_id = gr.Textbox(value="", visible=False, elem_id=elem_id("task_id"))
                 gr.HTML(value="", elem_id=elem_id("progressbar"))  # the progress bar goes above this
                 gr.HTML(value="", elem_id=elem_id("progress"))  # progress.textinfo, written by the JS
-                preview = gr.Image(label="Preview", type="filepath", interactive=False, elem_id=elem_id("preview"))
+                preview = gr.Image(label="Preview", type="filepath", interactive=False, elem_id=elem_id("preview_image"))
                 result = gr.HTML(value="", elem_id=elem_id("result"))
 
         form = [widgets[name] for name in FIELD_NAMES]
@@ -221,7 +221,8 @@ def create_tab(jobs: TrainingJobs, library) -> gr.Blocks:
         for button, handler in ((start, tab.start), (resume, tab.resume)):
             # The wrapper appends its timing to the last output, so that is the result HTML.
             button.click(fn=call_queue.wrap_gradio_gpu_call(handler, extra_outputs=[gr.update(), gr.update()]),
-                         _js="slidersStartTraining", inputs=[task_id, *inputs], outputs=[preview, status, result])
+                         _js="slidersStartTraining", inputs=[task_id, *inputs], outputs=[preview, status, result],
+                         ).then(fn=None, _js="slidersRefreshCards")  # the new slider's card, on both tabs
         cancel.click(fn=tab.cancel, inputs=[], outputs=[status], show_progress=False)
         save.click(fn=tab.save_preset, inputs=inputs, outputs=[download, preset_notes], show_progress=False)
         upload.upload(fn=tab.load_preset, inputs=[upload], outputs=[*form, text_group, image_group, preset_notes],

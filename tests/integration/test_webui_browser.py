@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import uuid
 
 import pytest
 
@@ -113,3 +114,26 @@ def test_cards_add_and_remove_tags_even_with_negative_alpha(page):
     js(page, "arguments[0].click()", card)
     assert value_of(page, "#txt2img_prompt textarea") == "a cat more"
 
+
+
+def test_train_tab_trains_a_slider_whose_card_then_appears(page):
+    name = f"it_tab_{uuid.uuid4().hex[:6]}"
+    page.find_element(By.XPATH, "//div[@id='tabs']//button[normalize-space()='Concept Sliders']").click()
+    wait_for(lambda: page.find_element(By.ID, "sliders_train_start").is_displayed(), 20)
+    set_value(page, "#sliders_train_name textarea, #sliders_train_name input", name)
+    set_value(page, "#sliders_train_iterations input[type=number]", 2)
+    set_value(page, "#sliders_train_resolution input[type=number]", 64)
+    set_value(page, "#sliders_train_advanced textarea", '{"max_denoising_steps": 4}')
+    if value_of(page, "#sliders_train_preview input"):
+        js(page, "gradioApp().querySelector('#sliders_train_preview input').click()")
+    time.sleep(1)
+    page.find_element(By.ID, "sliders_train_start").click()
+    result = wait_for(lambda: "Trained slider" in (text := js(page, "return gradioApp().querySelector("
+                                                                   "'#sliders_train_result').innerText")) and text, 900)
+    assert f"Trained slider {name} (2 iterations)" in result and f"{name}.safetensors" in result
+    # The Extra Networks pages were rebuilt after the run: the new card is there without a manual refresh.
+    page.find_element(By.XPATH, "//div[@id='tabs']//button[normalize-space()='txt2img']").click()
+    page.find_element(By.XPATH, "//div[@id='txt2img_extra_tabs']//button[normalize-space()='Sliders']").click()
+    wait_for(lambda: name in {c.get_attribute("data-name")
+                              for c in page.find_elements(By.CSS_SELECTOR, "#txt2img_sliders_cards .card")}, 60)
+    assert name in js(page, "return gradioApp().querySelector('#img2img_sliders_cards').innerHTML")

@@ -84,3 +84,27 @@ def test_cancel_then_resume(webui):
                                                          "resume": True, "preview": False})
     resumed = wait_until_finished(webui, resumed["id"])
     assert resumed["state"] == "done" and resumed["iteration"] == cancelled["iteration"] + 1, resumed
+
+
+def test_image_slider_from_before_after_pairs(webui, tmp_path):
+    """Pairs on disk (the webui runs on this machine), trained over HTTP, then applied."""
+    from PIL import Image
+
+    pairs = []
+    for index in range(2):
+        pixels = np.random.default_rng(index).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        before, after = tmp_path / f"before_{index}.png", tmp_path / f"after_{index}.png"
+        Image.fromarray(pixels // 2).save(before)  # darker → brighter
+        Image.fromarray(np.clip(pixels.astype(int) + 60, 0, 255).astype(np.uint8)).save(after)
+        pairs.append({"before": str(before), "after": str(after)})
+    name = f"it_image_{uuid.uuid4().hex[:6]}"
+    config = {"name": name, "mode": "image", "pairs": pairs, "scales": [1, 2], "iterations": 2, "resolution": 64,
+              "lr": 0.01, "rank": 4, "seed": 3}
+    job = wait_until_finished(webui, webui.request("POST", "/sliders/v1/train", config)["id"])
+    assert job["state"] == "done", job
+    assert job["output"].endswith(f"{name}.safetensors")
+    listed = {s["name"]: s for s in webui.request("GET", "/sliders/v1/sliders")}
+    assert '"mode": "image"' in listed[name]["metadata"]["sliders.prompts"]
+    before, _ = webui.txt2img(PROMPT, seed=5)
+    moved, _ = webui.txt2img(f"{PROMPT} <slider:{name}:2>", seed=5)
+    assert float(np.abs(moved[0] - before[0]).mean()) > 0.05

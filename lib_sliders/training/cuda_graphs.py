@@ -1,0 +1,181 @@
+"""The denoising loop's no-grad UNet calls replayed as CUDA graphs.
+
+Producing a training latent takes k ≈ 25 UNet calls of two rows; each is a few milliseconds of GPU
+work but hundreds of small kernels, so launching them from Python is what the official loop spends
+its time on. A graph records one call's kernels once and replays them with one launch.
+
+A graph reads and writes fixed addresses: inputs are copied into static buffers before each replay
+and the output is a static buffer (valid until the next replay). The weights it reads are the model's
+own tensors, so slider deltas merged into them *in place* (``weight_merge``) are seen by every
+replay; forward hooks are not (they are Python), so the trainer replays only while the slider is
+merged and no hook is attached.
+
+Capture is tried once per input shape; any failure (an operation a graph can't hold, an old
+driver) falls back to ordinary calls for the rest of the run, with the reason kept for the report.
+The first replay is also checked against an ordinary call, so a graph that would compute something
+else is never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from collections.abc import Callable
+
+import torch
+
+# A replay must give what an ordinary call gives, up to rounding (kernels chosen under capture may differ
+# from eager ones). Relative L2 error of the first replay against an ordinary call.
+REPLAY_TOLERANCE = 1e-2
+
+
+def _flatten(value) -> list[torch.Tensor]:
+    """The tensors of a conditioning (a tensor, or dicts/lists of them), in a fixed order."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for key in sorted(value) for t in _flatten(value[key])]
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _flatten(item)]
+    return []
+
+
+def _signature(value) -> tuple:
+    return tuple((tuple(t.shape), t.dtype, t.device) for t in _flatten(value))
+
+
+def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: int = 10000,
+                       repeat_only: bool = False) -> torch.Tensor:
+    """ldm's sinusoidal timestep embedding, with its frequencies made on the GPU.
+
+    ldm's and sgm's own versions build the frequencies on the CPU and copy them over, which a graph
+    can't record (the webui replaces ldm's with a GPU-side one, as this is; sgm's it leaves)."""
+    if repeat_only:
+        return timesteps[:, None].repeat(1, dim)
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half)
+    args = timesteps[:, None].float() * freqs[None]
+    embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        embedding = torch.cat([embedding, torch.zeros_like(embedding[:, :1])], dim=-1)
+    return embedding
+
+
+@contextlib.contextmanager
+def capturable_timestep_embedding(unet: torch.nn.Module):
+    """The UNet module's ``timestep_embedding`` made capturable for the duration.
+
+    Outside a capture the original runs (and its result dtype is noted: the webui wraps it to cast to
+    the UNet's dtype); inside one, the GPU-side version above runs and is cast the same way."""
+    module = sys.modules.get(type(unet).__module__)
+    original = getattr(module, "timestep_embedding", None)
+    if original is None:
+        yield
+        return
+    dtypes: dict[tuple, torch.dtype] = {}
+
+    def replacement(timesteps, dim, max_period=10000, repeat_only=False):
+        key = (dim, max_period, repeat_only, timesteps.dtype)
+        if not _capturing():
+            result = original(timesteps, dim, max_period, repeat_only)
+            dtypes[key] = result.dtype
+            return result
+        return timestep_embedding(timesteps, dim, max_period, repeat_only).to(dtypes.get(key, torch.float32))
+
+    module.timestep_embedding = replacement
+    try:
+        yield
+    finally:
+        module.timestep_embedding = original
+
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+class _Captured:
+    def __init__(self, graph: torch.cuda.CUDAGraph, inputs: list[torch.Tensor], output: torch.Tensor):
+        self.graph = graph
+        self.inputs = inputs
+        self.output = output
+
+    def replay(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        for static, value in zip(self.inputs, tensors, strict=True):
+            static.copy_(value)
+        self.graph.replay()
+        return self.output
+
+
+class GraphedCalls:
+    """``call(x, t, cond)`` (no grad, fixed weights) replayed from CUDA graphs, one per input signature.
+
+    ``call`` must be the whole computation, autocast included (it is entered inside the capture with
+    autocast's cast cache off, as graphs need). Results are a static buffer: use them before the next
+    call, or clone them.
+    """
+
+    def __init__(self, call: Callable, unet: torch.nn.Module, warmup: int = 2,
+                 tolerance: float = REPLAY_TOLERANCE):
+        self.call = call
+        self.unet = unet
+        self.warmup = warmup
+        self.tolerance = tolerance
+        self.disabled: str | None = None  # why graphs are off, once they are
+        self.check_errors: list[float] = []  # each capture's replay-vs-ordinary relative error
+        self.replays = 0
+        self._graphs: dict[tuple, _Captured] = {}
+        self._pool = None  # one memory pool shared by every graph of this run
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
+        if self.disabled is not None:
+            return self.call(x, t, cond)
+        key = (_signature(x), _signature(t), _signature(cond))
+        captured = self._graphs.get(key)
+        if captured is None:
+            try:
+                captured = self._graphs[key] = self._capture(x, t, cond)
+            except Exception as error:  # noqa: BLE001 - any failure means: run without graphs
+                self.disabled = f"capture failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+                torch.cuda.synchronize()
+                return self.call(x, t, cond)
+            if self.disabled is not None:
+                return self.call(x, t, cond)
+        self.replays += 1
+        return captured.replay([x, t, *_flatten(cond)])
+
+    def _capture(self, x: torch.Tensor, t: torch.Tensor, cond) -> _Captured | None:
+        static_x, static_t = x.clone(), t.clone()
+        static_cond = _clone_structure(cond)
+        inputs = [static_x, static_t, *_flatten(static_cond)]
+        graph = torch.cuda.CUDAGraph()
+        with capturable_timestep_embedding(self.unet):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up off the default stream, as capture wants
+                for _ in range(self.warmup):
+                    expected = self.call(static_x, static_t, static_cond)
+            torch.cuda.current_stream().wait_stream(side)
+            expected = expected.clone()
+            # thread_local: CUDA work of other threads (the webui serving a request) must not break the capture.
+            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+                output = self.call(static_x, static_t, static_cond)
+        self._pool = graph.pool()
+        captured = _Captured(graph, inputs, output)
+        replayed = captured.replay(inputs).float()
+        error = (replayed - expected.float()).norm() / expected.float().norm().clamp_min(1e-12)
+        self.check_errors.append(float(error))
+        if not torch.isfinite(error) or error > self.tolerance:
+            self.disabled = f"replay differs from an ordinary call (relative error {float(error):.2e})"
+        return captured
+
+
+def _clone_structure(value):
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {key: _clone_structure(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone_structure(item) for item in value)
+    return value
