@@ -11,7 +11,9 @@ from bench.toyworld import world
 from bench.toyworld.model import ToyPixelDiffusion
 from bench.toyworld.tokenizer import build_clip_tokenizer
 from bench.toyworld.train_model import train
-from lib_sliders.training.backend import ModelBackend
+from lib_sliders.training.backend import ModelBackend, resolution_step
+from lib_sliders.training.config import TextPrompt, TrainConfig
+from lib_sliders.training.trainer import SliderTrainer
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,16 @@ def test_model_backend(model):
     assert eps.shape == x.shape and torch.isfinite(eps).all()
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     assert torch.equal(backend.encode_images(images), images)
+
+
+def test_a_slider_trains_at_the_toy_models_own_32_px(model):
+    backend = ModelBackend(model)
+    assert resolution_step(backend) == 4  # no VAE, two downsamplings
+    config = TrainConfig(name="size", prompts=[TextPrompt(target="a circle", positive="a large circle",
+                                                          negative="a small circle")],
+                         iterations=2, resolution=32, max_denoising_steps=4, rank=2, lr=1e-2)
+    result = SliderTrainer(backend, config, effect_samples=1).train()
+    assert result.iterations == 2 and result.effect is not None
 
 
 def test_sample_returns_uint8_images(model):

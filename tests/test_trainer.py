@@ -9,7 +9,7 @@ from PIL import Image
 from toy_diffusion import make_toy_model
 
 from lib_sliders.slider_file import load_slider
-from lib_sliders.training.backend import ModelBackend
+from lib_sliders.training.backend import ModelBackend, resolution_step
 from lib_sliders.training.config import ConfigError, ImagePair, TextPrompt, TrainConfig
 from lib_sliders.training.trainer import SliderTrainer, save_trained_slider
 
@@ -207,3 +207,12 @@ def test_cancel_between_checkpoints_saves_a_checkpoint_to_resume_from(sd1, tmp_p
     assert resumed.losses == whole.losses
     for path, module in whole.network.unet.items():
         assert torch.equal(module.up, resumed.network.unet[path].up), path
+
+
+def test_a_resolution_the_model_cant_take_is_refused_by_field(sd1):
+    backend = ModelBackend(sd1)
+    step = resolution_step(backend)
+    assert step == 8 * 2 ** (len(backend.unet.channel_mult) - 1)
+    with pytest.raises(ConfigError, match=f"resolution: {step + 8} px doesn't fit this model: it trains at "
+                                          f"multiples of {step} px"):
+        SliderTrainer(backend, small_config(resolution=step + 8))

@@ -270,6 +270,7 @@ def test_api_job_trains_saves_reports_and_leaves_the_model_as_found(env, api, jo
     (settings("bad", rank=0), "rank"),
     (settings("bad", preset="nope"), "preset"),
     (settings("bad", resolution=100), "resolution"),
+    (settings("bad", resolution=96), "resolution"),  # fine for some models, not for SD's
     (settings("bad", overwrite="yes"), "overwrite"),
     (settings("bad", preview=1), "preview"),
     (settings("age"), "name"),  # an installed slider, without overwrite

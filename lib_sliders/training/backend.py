@@ -32,6 +32,13 @@ class DiffusionBackend(Protocol):
     def encode_images(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
+def resolution_step(backend: DiffusionBackend) -> int:
+    """The pixel sizes a backend's model trains at are multiples of this: pixels per latent pixel × the UNet's
+    total downsampling (SD: 8 × 8 = 64; a 32 px pixel-space toy model with 3 levels: 1 × 4 = 4)."""
+    levels = len(getattr(backend.unet, "channel_mult", (1, 2, 4, 4)))
+    return int(getattr(backend, "latent_scale", 8)) * 2 ** (levels - 1)
+
+
 def cat_cond(conds: list[Conditioning]) -> Conditioning:
     """Concatenate conditionings along the batch axis (tensors, or dicts of tensors key by key)."""
     if isinstance(conds[0], dict):

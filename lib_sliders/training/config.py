@@ -358,8 +358,9 @@ class TrainConfig:
             bad("lr", "must be a positive number (leave it empty for the default: 2e-4 text, 1e-5 image)")
         if "weight_decay" in ok and not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             bad("weight_decay", "must be zero or a positive number")
-        if "resolution" in ok and not (64 <= self.resolution <= 4096 and self.resolution % 64 == 0):
-            bad("resolution", "must be a multiple of 64 between 64 and 4096")
+        # What a model allows depends on its latent scale and UNet depth (64 for SD's; see resolution_step).
+        if "resolution" in ok and not (8 <= self.resolution <= 4096 and self.resolution % 8 == 0):
+            bad("resolution", "must be a multiple of 8 between 8 and 4096")
         if "batch_size" in ok and self.batch_size < 1:
             bad("batch_size", "must be at least 1")
         if "precision" in ok and self.precision not in PRECISIONS:

@@ -28,8 +28,9 @@ from ..errors import SliderError
 from ..lora import LoraModule, SliderNetwork
 from ..presets import select_layers
 from ..slider_file import save_slider
-from .backend import DiffusionBackend
+from .backend import DiffusionBackend, resolution_step
 from .checkpointing import gradient_checkpointing
+from .config import ConfigError
 from .cuda_graphs import GraphedCalls
 from .effect import EffectScore, measure_effect
 from .image_objective import ImageObjective
@@ -194,6 +195,10 @@ class SliderTrainer:
                  merge_for_sampling: bool | None = None, cuda_graphs: bool | None = None,
                  effect_samples: int = 4):
         config.validate()
+        step = resolution_step(backend)
+        if config.resolution % step:
+            raise ConfigError("resolution", f"{config.resolution} px doesn't fit this model: it trains at multiples "
+                                            f"of {step} px")
         self.backend = backend
         self.config = config
         self.on_progress = on_progress

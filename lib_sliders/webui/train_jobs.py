@@ -94,6 +94,9 @@ class TrainJob:
         return self.iteration / self.total if self.total else 0.0
 
 
+WEBUI_RESOLUTION_STEP = 64
+
+
 class SubmitError(SliderError):
     """A job that can't start; ``errors`` are (field, problem) pairs for a 422 answer."""
 
@@ -127,6 +130,9 @@ class TrainingJobs:
             except ConfigError as err:
                 raise SubmitError([(err.field, err.problem)]) from None
         errors = [(e.field, e.problem) for e in config.validation_errors()]
+        if not errors and config.resolution % WEBUI_RESOLUTION_STEP:
+            # Every model the webui trains on (SD 1.x/2.x/SDXL) has an 8× VAE and a UNet that halves 3 times.
+            errors.append(("resolution", f"must be a multiple of {WEBUI_RESOLUTION_STEP} for SD 1.x, 2.x and SDXL"))
         if not errors:
             if os.path.exists(self.output_path(config.name)) and not options.overwrite and not options.resume:
                 errors.append(("name", f"a slider named {config.name!r} exists; choose another name or overwrite it"))

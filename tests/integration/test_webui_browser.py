@@ -121,6 +121,8 @@ def test_train_tab_trains_a_slider_whose_card_then_appears(page):
     page.find_element(By.XPATH, "//div[@id='tabs']//button[normalize-space()='Concept Sliders']").click()
     wait_for(lambda: page.find_element(By.ID, "sliders_train_start").is_displayed(), 20)
     set_value(page, "#sliders_train_name textarea, #sliders_train_name input", name)
+    for field, text in (("target", "person"), ("positive", "person, very old"), ("negative", "person, very young")):
+        set_value(page, f"#sliders_train_{field} textarea, #sliders_train_{field} input", text)
     set_value(page, "#sliders_train_iterations input[type=number]", 2)
     set_value(page, "#sliders_train_resolution input[type=number]", 64)
     set_value(page, "#sliders_train_advanced textarea", '{"max_denoising_steps": 4}')
