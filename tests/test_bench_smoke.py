@@ -41,3 +41,16 @@ def test_apply_overhead_tiny():
     assert re.search(rf"^none\s+0\s+{NUMBER}\s*$", out, re.M), out
     assert re.search(rf"^hooks, per-row α\s+2\s+{NUMBER}\s+-?{NUMBER}%$", out, re.M), out
     assert re.search(rf"^merge \+ restore, 5 slider\(s\)\s+{NUMBER}$", out, re.M), out
+
+
+def test_fidelity_runs_end_to_end_on_an_untrained_toy_model():
+    # Code paths only (training, grids, prompt edits, official baseline, composition, table): the numbers of an
+    # untrained model mean nothing.
+    out = run_bench("fidelity.py", "--random-model", "--sliders", "size,colour,image_size", "--seeds", "2",
+                    "--alphas=-1,0,1", "--iterations", "1", "--steps", "2", "--train-steps", "2", "--pairs", "2")
+    assert re.search(r"^slider\s+method\s+found\s+slope/α", out, re.M), out
+    for slider, method in [("size", "prompt edit"), ("size", "ours"), ("size", "official"), ("colour", "ours"),
+                           ("image_size", "ours")]:
+        assert re.search(rf"^{slider}\s+{method}\s+{NUMBER}\s", out, re.M), (slider, method, out)
+    assert not re.search(r"^image_size\s+official", out, re.M)  # image sliders have no official objective here
+    assert re.search(r"^  size\s+\S+ / \S+ = \S+$", out, re.M) and re.search(r"^  colour\s", out, re.M), out

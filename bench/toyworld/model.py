@@ -178,15 +178,20 @@ class ToyPixelDiffusion(torch.nn.Module):
     # --------------------------------------------------------------------------------- sampling
     @torch.no_grad()
     def sample(self, prompts: list[str], steps: int = 20, guidance: float = 4.0, seed: int = 0,
-               negative: str = "") -> np.ndarray:
-        """DDIM (η=0) with classifier-free guidance → uint8 ``N×32×32×3``."""
+               negative: str = "", noise: torch.Tensor | None = None) -> np.ndarray:
+        """DDIM (η=0) with classifier-free guidance → uint8 ``N×32×32×3``.
+
+        ``noise`` (``N×3×32×32``) replaces the seeded draw, e.g. to give several prompts the same start.
+        The UNet sees the rows as [conditional ×N, unconditional ×N]."""
         from lib_sliders.training.schedule import ddim_step, ddim_timesteps
 
         device = self.device
         cond = self.get_learned_conditioning(list(prompts))
         uncond = self.get_learned_conditioning([negative] * len(prompts))
-        generator = torch.Generator().manual_seed(seed)
-        x = torch.randn(len(prompts), 3, self.image_size, self.image_size, generator=generator).to(device)
+        if noise is None:
+            generator = torch.Generator().manual_seed(seed)
+            noise = torch.randn(len(prompts), 3, self.image_size, self.image_size, generator=generator)
+        x = noise.to(device)
         timesteps = ddim_timesteps(steps, self.num_timesteps).tolist()
         acp = self.alphas_cumprod.to(device)
         for i, t in enumerate(timesteps):

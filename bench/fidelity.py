@@ -1,0 +1,328 @@
+"""Fidelity of trained sliders on the toy world: does a slider move its attribute, and only it?
+
+Trains sliders on the toy text-to-image model (``bench/toyworld``) with our trainer, generates a grid
+of seeds × α with the same starting noise per seed, reads every attribute back from the pixels
+(``world.measure``) and prints, per slider:
+
+* **effect**: slope of the target attribute against α (in units of the attribute's range per unit α)
+  and Spearman ρ of α against the per-α mean (and over all images pooled);
+* **interference**: mean |change| of every other attribute from the α = 0 image, each over its range
+  (size, blueness, background, x, y) plus the rate of shape changes — at the α whose effect is closest
+  to the prompt edit's (matched effect), and at |α| = 3;
+* **structure**: RMS pixel change from the α = 0 image (images in [0, 1]); LPIPS is not reported: no
+  installable package ships its weights offline;
+* the same for **prompt editing** (the attribute's word put into the prompt, same noise) and for the
+  **official objective** (one direction, no preservation concepts, same prompts and η);
+* **composition**: the text sliders all at once, each one's slope over its slope alone;
+* the trainer's **effect score** (cosine, gain) next to the measured slope.
+
+Sliders: ``size`` (tiny → huge), ``colour`` (red → blue, measured as the shape's blue − red), and
+``background`` (dark → light) as text sliders with the three shapes as preservation concepts, and
+``image_size``, an image slider from rendered small → large pairs.
+
+    python bench/fidelity.py --model bench/toyworld/toy_t2i.safetensors          # the full benchmark
+    python bench/fidelity.py --random-model --seeds 2 --alphas -1,0,1 --iterations 2 --steps 4   # smoke run
+
+A model trained for a few minutes on a GPU is needed for meaningful numbers (``bench/toyworld/train_model.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from bench.toyworld import world  # noqa: E402
+from bench.toyworld.model import ToyPixelDiffusion  # noqa: E402
+from lib_sliders.engine import ActiveSlider, SliderEngine  # noqa: E402
+from lib_sliders.training.backend import ModelBackend  # noqa: E402
+from lib_sliders.training.config import ImagePair, TextPrompt, TrainConfig  # noqa: E402
+from lib_sliders.training.trainer import SliderTrainer, TrainResult  # noqa: E402
+
+# Continuous features read from an image, and the span each is normalised by (its range in the world).
+FEATURES = {"size": 0.4, "blueness": 1.6, "background": 0.8, "x": 0.32, "y": 0.32}
+SHAPES = list(world.SHAPES)
+
+
+@dataclass(frozen=True)
+class SliderSpec:
+    name: str
+    feature: str  # the feature the slider should move
+    prompt: TextPrompt | None  # text sliders
+    drop: str  # the caption part generation prompts leave out, so the slider decides it
+    edit: tuple[str, str]  # prompt editing: the words for the low and the high end
+
+
+SLIDERS = [
+    SliderSpec("size", "size", TextPrompt(target="", positive="huge", negative="tiny", preservation=SHAPES,
+                                          guidance=2.0), "size", ("tiny", "huge")),
+    SliderSpec("colour", "blueness", TextPrompt(target="", positive="blue", negative="red", preservation=SHAPES,
+                                                guidance=2.0), "colour", ("red", "blue")),
+    SliderSpec("background", "background", TextPrompt(target="", positive="light background",
+                                                      negative="dark background", preservation=SHAPES,
+                                                      guidance=2.0), "background", ("dark", "light")),
+    SliderSpec("image_size", "size", None, "size", ("tiny", "huge")),
+]
+
+
+# ------------------------------------------------------------------------------------------ prompts
+
+
+def caption_without(attrs: world.Attributes, drop: str | tuple[str, ...], word: str | None = None) -> str:
+    """The world's caption with the ``drop`` attributes' words left out (one of them may be replaced by ``word``)."""
+    drop = (drop,) if isinstance(drop, str) else drop
+    size = world.size_word(attrs.size) if "size" not in drop else word
+    colour = attrs.colour if "colour" not in drop else word
+    background = world.background_word(attrs.background) if "background" not in drop else word
+    thing = " ".join(w for w in (size, colour, attrs.shape) if w)
+    where = world.position_phrase(attrs.x, attrs.y)
+    return f"a {thing} {where}" + (f" on a {background} background" if background else "")
+
+
+# ------------------------------------------------------------------------------------- measurement
+
+
+def features(image: np.ndarray) -> dict[str, float | str | None]:
+    m = world.measure(image)
+    blueness = (m.rgb[2] - m.rgb[0]) if m.rgb is not None else math.nan
+    return {"size": m.extent if m.extent is not None else math.nan, "blueness": blueness,
+            "background": m.background, "x": m.x if m.x is not None else math.nan,
+            "y": m.y if m.y is not None else math.nan, "shape": m.shape}
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return math.nan
+    ranks = [np.argsort(np.argsort(v, kind="stable"), kind="stable").astype(float) for v in (a, b)]
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def slope(alphas: np.ndarray, values: np.ndarray) -> float:
+    keep = np.isfinite(values)
+    if keep.sum() < 2 or np.ptp(alphas[keep]) == 0:
+        return math.nan
+    return float(np.polyfit(alphas[keep], values[keep], 1)[0])
+
+
+@dataclass
+class Grid:
+    """Features of images[seed][α] and the images themselves (float, [0, 1])."""
+
+    alphas: np.ndarray
+    values: dict[str, np.ndarray]  # feature → [seeds, alphas]
+    shapes: np.ndarray  # [seeds, alphas] of str | None
+    images: np.ndarray  # [seeds, alphas, 32, 32, 3]
+
+    @classmethod
+    def of(cls, alphas: np.ndarray, images: np.ndarray) -> Grid:
+        seeds = images.shape[0]
+        measured = [[features(images[s, a]) for a in range(len(alphas))] for s in range(seeds)]
+        values = {f: np.array([[m[f] for m in row] for row in measured], dtype=float) for f in FEATURES}
+        shapes = np.array([[m["shape"] for m in row] for row in measured], dtype=object)
+        return cls(alphas, values, shapes, images.astype(np.float32) / 255.0)
+
+    def effect(self, feature: str) -> dict[str, float]:
+        scale = FEATURES[feature]
+        values = self.values[feature] / scale
+        pooled_alphas = np.broadcast_to(self.alphas, values.shape).reshape(-1)
+        means = np.array([np.nanmean(values[:, i]) if np.isfinite(values[:, i]).any() else math.nan
+                          for i in range(len(self.alphas))])
+        return {"slope": slope(pooled_alphas, values.reshape(-1)), "rho_means": spearman(self.alphas, means),
+                "rho_pooled": spearman(pooled_alphas, values.reshape(-1)),
+                "found": float(np.isfinite(self.values["x"]).mean())}
+
+    def change_at(self, feature: str, column: int) -> dict[str, float]:
+        """Target change, interference and structure of column ``column`` against the α = 0 column."""
+        zero = int(np.argmin(np.abs(self.alphas)))
+        return change(self.values, self.shapes, self.images, feature, zero, column)
+
+
+def change(values: dict[str, np.ndarray], shapes: np.ndarray, images: np.ndarray, feature: str, base: int,
+           column: int) -> dict[str, float]:
+    delta = {f: (values[f][:, column] - values[f][:, base]) / FEATURES[f] for f in FEATURES}
+    others = [np.nanmean(np.abs(delta[f])) for f in FEATURES if f != feature and np.isfinite(delta[f]).any()]
+    both = np.array([a is not None and b is not None for a, b in zip(shapes[:, column], shapes[:, base],
+                                                                      strict=True)])
+    shape_change = float(np.mean(shapes[both, column] != shapes[both, base])) if both.any() else math.nan
+    rms = float(np.sqrt(((images[:, column] - images[:, base]) ** 2).mean(axis=(1, 2, 3))).mean())
+    target = float(np.nanmean(delta[feature])) if np.isfinite(delta[feature]).any() else math.nan
+    return {"effect": target, "interference": float(np.mean(others)) if others else math.nan,
+            "shape_change": shape_change, "structure": rms}
+
+
+# ---------------------------------------------------------------------------------------- sampling
+
+
+def noise_for(seeds: int, seed: int) -> torch.Tensor:
+    return torch.randn(seeds, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def generate(model: ToyPixelDiffusion, prompts: list[str], noise: torch.Tensor, alphas: np.ndarray,
+             networks: list, steps: int, guidance: float) -> np.ndarray:
+    """uint8 images [seeds, alphas, 32, 32, 3]: each seed's prompt and noise at every α (every network at α)."""
+    seeds, count = len(prompts), len(alphas)
+    rows = [p for p in prompts for _ in range(count)]
+    start = noise.repeat_interleave(count, dim=0)
+    engine = SliderEngine(model.model.diffusion_model)
+    try:
+        if networks:
+            column = torch.tensor(np.tile(alphas, seeds), dtype=torch.float32)
+            # The sampler's UNet rows are [conditional ×N, unconditional ×N]: the slider acts on both.
+            engine.apply([ActiveSlider(net, torch.cat([column, column])) for net in networks])
+        images = model.sample(rows, steps=steps, guidance=guidance, noise=start)
+    finally:
+        engine.clear()
+    return images.reshape(seeds, count, 32, 32, 3)
+
+
+# ---------------------------------------------------------------------------------------- training
+
+
+def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str) -> TrainResult:
+    common = dict(name=spec.name, iterations=args.iterations, resolution=32, rank=args.rank,
+                  max_denoising_steps=args.train_steps, seed=args.seed)
+    if spec.prompt is None:
+        pairs = world.pairs_for("size", args.pairs, seed=args.seed)
+        paths = []
+        for i in range(len(pairs)):
+            from PIL import Image
+
+            names = [os.path.join(pair_dir, f"{side}_{i}.png") for side in ("before", "after")]
+            for path, image in zip(names, (pairs.before[i], pairs.after[i]), strict=True):
+                Image.fromarray(world.to_uint8(image)).save(path)
+            paths.append(ImagePair(*names))
+        config = TrainConfig(mode="image", pairs=paths, scales=[1.0, 2.0], lr=args.image_lr, **common)
+    else:
+        prompt = spec.prompt
+        if official:  # the paper's plain formula as the official code runs it: one direction, no P
+            prompt = TextPrompt(target=prompt.target, positive=prompt.positive, negative=prompt.negative,
+                                guidance=prompt.guidance)
+        config = TrainConfig(prompts=[prompt], lr=args.lr, bidirectional=not official, **common)
+    return SliderTrainer(ModelBackend(model), config, effect_samples=4).train()
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="trained toy model weights (.safetensors)")
+    source.add_argument("--random-model", action="store_true", help="untrained weights: a smoke run of the code")
+    parser.add_argument("--seeds", type=int, default=32)
+    parser.add_argument("--alphas", default="-3,-2,-1,0,1,2,3")
+    parser.add_argument("--iterations", type=int, default=300, help="training iterations per slider")
+    parser.add_argument("--rank", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--image-lr", type=float, default=1e-4)
+    parser.add_argument("--pairs", type=int, default=16, help="before/after pairs of the image slider")
+    parser.add_argument("--train-steps", type=int, default=20, help="DDIM schedule of the training loop")
+    parser.add_argument("--steps", type=int, default=20, help="DDIM steps when generating")
+    parser.add_argument("--guidance", type=float, default=4.0)
+    parser.add_argument("--sliders", default=",".join(s.name for s in SLIDERS))
+    parser.add_argument("--no-official", action="store_true", help="skip the official-objective baseline")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    alphas = np.array([float(a) for a in args.alphas.split(",")])
+    if not (alphas == 0).any():
+        parser.error("--alphas must include 0 (the reference image)")
+    chosen = [s for s in SLIDERS if s.name in args.sliders.split(",")]
+
+    began = time.time()
+    model = (ToyPixelDiffusion() if args.random_model else ToyPixelDiffusion.from_file(args.model)).eval()
+    model.requires_grad_(False)
+    rng = np.random.default_rng(args.seed + 17)
+    attributes = [world.sample_attributes(rng) for _ in range(args.seeds)]
+    noise = noise_for(args.seeds, args.seed + 29)
+    print(f"toy model: {'random weights (smoke run)' if args.random_model else args.model}; {args.seeds} seeds; "
+          f"α {list(alphas)}; {args.iterations} iterations per slider; {args.steps} DDIM steps, CFG {args.guidance}")
+
+    rows, trained = [], {}
+    with tempfile.TemporaryDirectory() as pair_dir:
+        for spec in chosen:
+            prompts = [caption_without(a, spec.drop) for a in attributes]
+            variants = [("ours", False)] + ([] if args.no_official or spec.prompt is None else [("official", True)])
+            # Prompt editing: the low and high word in the prompt, same noise, no slider.
+            edits = np.stack([generate(model, [caption_without(a, spec.drop, w) for a in attributes], noise,
+                                       np.zeros(1), [], args.steps, args.guidance)[:, 0] for w in spec.edit], axis=1)
+            base = generate(model, prompts, noise, np.zeros(1), [], args.steps, args.guidance)
+            edit_grid = Grid.of(np.array([-1.0, 0.0, 1.0]), np.concatenate([edits[:, :1], base, edits[:, 1:]], 1))
+            edit = edit_grid.change_at(spec.feature, 2)
+            rows.append((spec.name, "prompt edit", {"slope": edit["effect"], "rho_means": math.nan,
+                                                     "rho_pooled": math.nan,
+                                                     "found": edit_grid.effect(spec.feature)["found"]},
+                         edit, edit, None))
+            for label, official in variants:
+                result = train_slider(model, spec, args, official, pair_dir)
+                if label == "ours":
+                    trained[spec.name] = result.network
+                grid = Grid.of(alphas, generate(model, prompts, noise, alphas, [result.network], args.steps,
+                                                args.guidance))
+                effect = grid.effect(spec.feature)
+                positive = [i for i, a in enumerate(alphas) if a > 0] or [int(np.argmax(alphas))]
+                matched_column = min(positive, key=lambda i: abs(grid.change_at(spec.feature, i)["effect"]
+                                                                  - edit["effect"]))
+                top = int(np.argmax(np.abs(alphas)))
+                rows.append((spec.name, label, effect, grid.change_at(spec.feature, matched_column),
+                             grid.change_at(spec.feature, top), result.effect))
+                print(f"  {spec.name} ({label}) done at {time.time() - began:.0f} s", flush=True)
+
+        composition = []
+        text = [s for s in chosen if s.prompt is not None and s.name in trained]
+        if len(text) > 1:
+            prompts = [caption_without(a, tuple(s.drop for s in text)) for a in attributes]
+            both = Grid.of(alphas, generate(model, prompts, noise, alphas, [trained[s.name] for s in text],
+                                            args.steps, args.guidance))
+            for spec in text:
+                alone = Grid.of(alphas, generate(model, prompts, noise, alphas, [trained[spec.name]], args.steps,
+                                                 args.guidance))
+                composition.append((spec.name, both.effect(spec.feature)["slope"],
+                                    alone.effect(spec.feature)["slope"]))
+
+    print_report(rows, composition, alphas)
+    print(f"\nfinished in {time.time() - began:.0f} s")
+
+
+def print_report(rows, composition, alphas) -> None:
+    header = (f"{'slider':<11}{'method':<12}{'found':>6}{'slope/α':>9}{'ρ means':>9}{'ρ pooled':>9}"
+              f"{'effect@m':>10}{'interf@m':>10}{'shape@m':>9}{'struct@m':>10}{'interf@max':>11}{'struct@max':>11}"
+              f"{'score cos':>10}{'score gain':>11}")
+    print("\n" + header + "\n" + "-" * len(header))
+    for name, label, effect, matched, top, score in rows:
+        print(f"{name:<11}{label:<12}{fmt(effect['found'], 2):>6}{fmt(effect['slope']):>9}{fmt(effect['rho_means']):>9}"
+              f"{fmt(effect['rho_pooled']):>9}{fmt(matched['effect']):>10}{fmt(matched['interference']):>10}"
+              f"{fmt(matched['shape_change'], 2):>9}{fmt(matched['structure']):>10}{fmt(top['interference']):>11}"
+              f"{fmt(top['structure']):>11}{fmt(score.cosine if score else math.nan):>10}"
+              f"{fmt(score.gain if score else math.nan):>11}")
+    print("slope/α: change of the target feature per unit α, over its range; @m: at the positive α whose effect is "
+          f"closest to the prompt edit's (prompt edit: low word → high word); @max: at |α| = {max(abs(alphas)):g}; "
+          "interference: mean |change| of the other features over their ranges; shape: rate of shape changes; "
+          "struct: RMS pixel change from α = 0. LPIPS: not available offline.")
+    if composition:
+        print("\ncomposition (the text sliders at once, same α): slope together / slope alone")
+        for name, together, alone in composition:
+            ratio = together / alone if alone and np.isfinite(alone) and alone != 0 else math.nan
+            print(f"  {name:<11} {fmt(together)} / {fmt(alone)} = {fmt(ratio, 2)}")
+
+
+if __name__ == "__main__":
+    main()
