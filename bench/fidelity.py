@@ -314,14 +314,30 @@ def print_report(rows, composition, alphas) -> None:
               f"{fmt(top['structure']):>11}{fmt(score.cosine if score else math.nan):>10}"
               f"{fmt(score.gain if score else math.nan):>11}")
     print("slope/α: change of the target feature per unit α, over its range; @m: at the positive α whose effect is "
-          f"closest to the prompt edit's (prompt edit: low word → high word); @max: at |α| = {max(abs(alphas)):g}; "
+          f"closest to the prompt edit's (prompt edit: low word → high word; its slope column is that edit's "
+          f"effect); @max: at |α| = {max(abs(alphas)):g}; "
           "interference: mean |change| of the other features over their ranges; shape: rate of shape changes; "
           "struct: RMS pixel change from α = 0. LPIPS: not available offline.")
+    ratios = {}
     if composition:
         print("\ncomposition (the text sliders at once, same α): slope together / slope alone")
         for name, together, alone in composition:
             ratio = together / alone if alone and np.isfinite(alone) and alone != 0 else math.nan
+            ratios[name] = ratio
             print(f"  {name:<11} {fmt(together)} / {fmt(alone)} = {fmt(ratio, 2)}")
+    print("\ntargets (ours): ρ ≥ 0.95; interference ≤ 1/3 and structure ≤ 1/2 of prompt editing's at matched effect; "
+          "composition within 20 %")
+    by_key = {(name, label): (effect, matched) for name, label, effect, matched, _, _ in rows}
+    for name in dict.fromkeys(name for name, *_ in rows):
+        if (name, "ours") not in by_key or (name, "prompt edit") not in by_key:
+            continue
+        (effect, ours), (_, edit) = by_key[(name, "ours")], by_key[(name, "prompt edit")]
+        checks = {"ρ": effect["rho_means"] >= 0.95,
+                  "interference": ours["interference"] <= edit["interference"] / 3,
+                  "structure": ours["structure"] <= edit["structure"] / 2}
+        if name in ratios:
+            checks["composition"] = abs(ratios[name] - 1) <= 0.2
+        print(f"  {name:<11} " + ", ".join(f"{k} {'met' if ok else 'NOT met'}" for k, ok in checks.items()))
 
 
 if __name__ == "__main__":
