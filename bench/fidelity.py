@@ -195,11 +195,11 @@ def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str) -
     common = dict(name=spec.name, iterations=args.iterations, resolution=32, rank=args.rank,
                   max_denoising_steps=args.train_steps, seed=args.seed)
     if spec.prompt is None:
+        from PIL import Image  # the image objective reads files: write the rendered pairs as PNGs
+
         pairs = world.pairs_for("size", args.pairs, seed=args.seed)
         paths = []
         for i in range(len(pairs)):
-            from PIL import Image
-
             names = [os.path.join(pair_dir, f"{side}_{i}.png") for side in ("before", "after")]
             for path, image in zip(names, (pairs.before[i], pairs.after[i]), strict=True):
                 Image.fromarray(world.to_uint8(image)).save(path)

@@ -238,7 +238,6 @@ def run_model(name: str, args, device: torch.device, dtype: torch.dtype) -> dict
     model.cond_stage_model.to(dtype)
     if args.attention == "sdp":
         use_sdpa()
-    unet = model.model.diffusion_model
     weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
     build_seconds = time.perf_counter() - began
     if device.type == "cuda":
@@ -272,7 +271,7 @@ def run_model(name: str, args, device: torch.device, dtype: torch.dtype) -> dict
         "peak_gib": peak, "per_iteration": per_iteration, "graphs": trainer.stats.graphs,
         "replays": trainer.stats.graph_replays,
     }
-    del trainer, probe, model, unet
+    del trainer, probe, model
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -145,7 +145,7 @@ class GraphedCalls:
         self.replays += 1
         return captured.replay([x, t, *_flatten(cond)])
 
-    def _capture(self, x: torch.Tensor, t: torch.Tensor, cond) -> _Captured | None:
+    def _capture(self, x: torch.Tensor, t: torch.Tensor, cond) -> _Captured:
         static_x, static_t = x.clone(), t.clone()
         static_cond = _clone_structure(cond)
         inputs = [static_x, static_t, *_flatten(static_cond)]

@@ -122,9 +122,12 @@ class _Run:
         return torch.autocast(self.backend.device.type, dtype=self.autocast_dtype)
 
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
+        self._count(x_t)
+        return self.backend.predict_eps(x_t, t, cond)
+
+    def _count(self, x_t: torch.Tensor) -> None:
         self.stats.unet_calls += 1
         self.stats.unet_rows += x_t.shape[0]
-        return self.backend.predict_eps(x_t, t, cond)
 
     def predict_sampling(self, x_t: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
         """A no-grad sampling call (autocast included): a CUDA-graph replay while the slider is merged.
@@ -134,8 +137,7 @@ class _Run:
             with self.autocast():
                 return self.predict(x_t, t, cond)
         output = self.graphs(x_t, t, cond)
-        self.stats.unet_calls += 1
-        self.stats.unet_rows += x_t.shape[0]
+        self._count(x_t)
         self.stats.graph_replays = self.graphs.replays
         if self.graphs.disabled is not None:
             self.stats.graphs = f"off ({self.graphs.disabled})"
