@@ -39,6 +39,7 @@ Needs the test dependencies (``stable-diffusion-sdkit`` for the ldm UNet, ``hord
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import sys
@@ -61,6 +62,7 @@ from toy_diffusion import (  # noqa: E402
 
 from lib_sliders.training.backend import ModelBackend  # noqa: E402
 from lib_sliders.training.config import TextPrompt, TrainConfig  # noqa: E402
+from lib_sliders.training.text_objective import TextObjective  # noqa: E402
 from lib_sliders.training.trainer import SliderTrainer, TrainProgress  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -203,6 +205,48 @@ class Probe:
                 for (t0, c0, r0), (t1, c1, r1) in zip(self.marks, self.marks[1:], strict=False)]
 
 
+class PhaseMemory:
+    """Peak CUDA memory by phase of an iteration: denoising (merged, sampling), frozen targets, and the rest
+    (the trainable call's forward and backward, the optimizer step), plus what is allocated before the loop.
+
+    Wraps ``TextObjective.denoise``/``targets`` for the run; the peak counter is reset at each boundary."""
+
+    PHASES = ("denoise", "targets")
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peaks = {"at start": torch.cuda.memory_allocated(device) / 2**30}
+        self._originals = {name: getattr(TextObjective, name) for name in self.PHASES}
+
+    def _close(self, phase: str) -> None:
+        peak = torch.cuda.max_memory_allocated(self.device) / 2**30
+        self.peaks[phase] = max(self.peaks.get(phase, 0.0), peak)
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def __enter__(self):
+        torch.cuda.reset_peak_memory_stats(self.device)
+        for name, original in self._originals.items():
+            def wrapped(objective, *args, _name=name, _original=original, **kwargs):
+                self._close("train step")
+                try:
+                    return _original(objective, *args, **kwargs)
+                finally:
+                    self._close(_name)
+            setattr(TextObjective, name, wrapped)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._close("train step")
+        for name, original in self._originals.items():
+            setattr(TextObjective, name, original)
+
+    def overall(self) -> float:
+        return max(self.peaks.values())
+
+    def describe(self) -> str:
+        return ", ".join(f"{phase} {gib:.2f}" for phase, gib in self.peaks.items()) + " GiB"
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -252,11 +296,15 @@ def run_model(name: str, args, device: torch.device, dtype: torch.dtype) -> dict
     probe = Probe(device)
     # The effect score is a fixed cost per run, not part of an iteration: skipped here.
     trainer = SliderTrainer(ModelBackend(model, device), config, on_progress=probe.on_progress, progress_every=1,
-                            effect_samples=0, cuda_graphs=args.cuda_graphs and device.type == "cuda")
+                            effect_samples=0, cuda_graphs=args.cuda_graphs and device.type == "cuda",
+                            offload_encoders=args.offload_encoders,
+                            merge_backup_device="cpu" if args.merge_backups == "cpu" else None)
     probe.stats = trainer.stats
     probe.mark()
-    trainer.train()
-    peak = peak_memory_gib(device)
+    phases = PhaseMemory(device) if device.type == "cuda" else None
+    with phases or contextlib.nullcontext():
+        trainer.train()
+    peak = phases.overall() if phases else peak_memory_gib(device)
 
     per_iteration = probe.iterations()
     skip = 0 if len(per_iteration) == 1 else 1 if len(per_iteration) <= 3 else 2
@@ -269,7 +317,7 @@ def run_model(name: str, args, device: torch.device, dtype: torch.dtype) -> dict
         "calls": sum(c for _, c, _ in timed) / len(timed), "rows": sum(r for _, _, r in timed) / len(timed),
         "s_it": seconds, "s_it_k25": fit_at_k([(s, k) for (s, _, _), k in zip(timed, ks, strict=True)], MEAN_K),
         "peak_gib": peak, "per_iteration": per_iteration, "graphs": trainer.stats.graphs,
-        "replays": trainer.stats.graph_replays,
+        "replays": trainer.stats.graph_replays, "phases": phases.describe() if phases else None,
     }
     del trainer, probe, model
     gc.collect()
@@ -311,6 +359,8 @@ def print_table(results: list[dict], args, device: torch.device) -> None:
         steps = ", ".join(f"{s:.2f}s/k={c - 2}" for s, c, _ in r["per_iteration"])
         print(f"{r['model']}: {r['description']}; weights {r['weights_gib']:.2f} GiB; built in {r['build_s']:.1f} s; "
               f"CUDA graphs {r['graphs']} ({r['replays']} replays); iterations ({r['skipped']} untimed): {steps}")
+        if r["phases"]:
+            print(f"{r['model']}: peak memory by phase: {r['phases']}")
 
 
 def main() -> None:
@@ -329,6 +379,10 @@ def main() -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
                         help="replay the denoising calls as CUDA graphs (our default on CUDA; ignored on CPU)")
+    parser.add_argument("--offload-encoders", action=argparse.BooleanOptionalAction, default=None,
+                        help="text encoders and VAE on the CPU during the loop (the trainer's default: on with CUDA)")
+    parser.add_argument("--merge-backups", choices=("device", "cpu"), default="device",
+                        help="where merging for the denoising calls keeps the weights it overwrites")
     parser.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=True,
                         help="also train α = −1 (our default); --no-bidirectional trains α = +1 only, like the official loop")
     parser.add_argument("--attention", choices=("sdp", "default"), default="sdp",
@@ -361,7 +415,9 @@ def main() -> None:
           f"{args.resolution} px; attention {args.attention}; rank 4 alpha 1 noxattn; DDIM 50; batch 1; guidance 4; "
           f"{'bidirectional' if args.bidirectional else 'α = +1 only'}; "
           f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}; "
-          f"CUDA graphs {'on' if args.cuda_graphs and cuda else 'off'}; {args.iterations} iterations")
+          f"CUDA graphs {'on' if args.cuda_graphs and cuda else 'off'}; encoders offloaded "
+          f"{ {None: 'by default', True: 'yes', False: 'no'}[args.offload_encoders]}; merge backups on "
+          f"{args.merge_backups}; {args.iterations} iterations")
     results = []
     for name in names:
         results.append(run_model(name, args, device, dtype))

@@ -80,6 +80,25 @@ def test_cuda_graphs_on_a_cpu_model_are_refused_by_name():
         SliderTrainer(backend, config, cuda_graphs=True)
 
 
+@pytest.fixture
+def tf32_settings():
+    # torch.backends' flags are properties over the C++ state: saved and put back by hand.
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_replay_tolerance_follows_the_compute_precision(tf32_settings):
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    bf16, fp16, fp32 = (cuda_graphs.replay_tolerance(d) for d in (torch.bfloat16, torch.float16, torch.float32))
+    # bf16 rounding (1.5e-2 measured on SD1.5) passes; a replay off by a tenth of the output never does.
+    assert 1.5e-2 < bf16 < 0.1
+    assert fp16 == bf16 / 8 and fp16 < 1e-2
+    assert fp32 == cuda_graphs.MIN_TOLERANCE
+    torch.backends.cudnn.allow_tf32 = True  # convolutions in TF32: fp16's mantissa
+    assert cuda_graphs.replay_tolerance(torch.float32) == fp16
+
+
 def test_cpu_training_counts_every_unet_call():
     backend = ModelBackend(make_toy_model("sd1"))
     config = TrainConfig(name="age", prompts=[AGE], iterations=2, resolution=64, rank=4, max_denoising_steps=4)
@@ -138,6 +157,39 @@ def test_graph_replays_denoise_as_ordinary_calls_do_and_see_each_new_merge(arch,
         alpha_effect = (other_alpha - without).norm() / without.norm()
         # Far below the slider's own effect: a replay that missed the new merge would be off by about that.
         assert mismatch < 1e-4 and mismatch < alpha_effect / 100, (float(mismatch), float(alpha_effect))
+
+
+class _HostScale(torch.nn.Module):
+    """Reads a Python float at call time: a graph bakes in the value it saw when captured."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = 1.0
+
+    def forward(self, x, t, cond):
+        return x * self.scale + cond
+
+
+@needs_cuda
+def test_a_graph_that_bakes_in_a_value_is_caught_on_new_inputs_and_never_used():
+    module = _HostScale()
+    graphs = cuda_graphs.GraphedCalls(module, module, tolerance=1e-3)
+    x, t, cond = torch.ones(2, 3, device="cuda"), torch.zeros(2, device="cuda"), torch.zeros(2, 3, device="cuda")
+    assert torch.equal(graphs(x, t, cond), x)  # captured and checked on the same inputs: agrees
+    module.scale = 3.0
+    assert torch.equal(graphs(2 * x, t, cond), 6 * x)  # the replay (2·x·1) is refused: the ordinary call's result
+    assert graphs.disabled is not None and "relative error" in graphs.disabled
+    assert torch.equal(graphs(x, t, cond), 3 * x)  # off for the rest of the run
+
+
+@needs_cuda
+def test_a_faithful_graph_is_checked_once_on_new_inputs_then_replayed():
+    module = _HostScale()
+    graphs = cuda_graphs.GraphedCalls(module, module, tolerance=1e-3)
+    x, t, cond = torch.ones(2, 3, device="cuda"), torch.zeros(2, device="cuda"), torch.zeros(2, 3, device="cuda")
+    for scale in (1.0, 2.0, 5.0):
+        assert torch.equal(graphs(scale * x, t, cond + 1), scale * x + 1)
+    assert graphs.disabled is None and graphs.replays == 3 and graphs.check_errors == [0.0, 0.0]
 
 
 @needs_cuda

@@ -31,6 +31,10 @@ class DiffusionBackend(Protocol):
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor: ...
 
+    def encoders(self) -> list[torch.nn.Module]:
+        """The modules only prompts and images go through (text encoders, VAE): idle once both are encoded."""
+        ...
+
 
 def resolution_step(backend: DiffusionBackend) -> int:
     """The pixel sizes a backend's model trains at are multiples of this: pixels per latent pixel × the UNet's
@@ -94,6 +98,15 @@ class ModelBackend:
         with torch.no_grad():
             encoded = self.model.encode_first_stage(images.to(self.device, self.first_stage_dtype()))
             return self.model.get_first_stage_encoding(encoded).float()
+
+    def encoders(self) -> list[torch.nn.Module]:
+        # SDXL's webui model points cond_stage_model at its conditioner: each module once.
+        found = {}
+        for name in ("cond_stage_model", "conditioner", "first_stage_model"):
+            module = getattr(self.model, name, None)
+            if isinstance(module, torch.nn.Module):
+                found.setdefault(id(module), module)
+        return list(found.values())
 
     def first_stage_dtype(self) -> torch.dtype:
         first_stage = getattr(self.model, "first_stage_model", None)

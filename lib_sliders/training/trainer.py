@@ -31,9 +31,10 @@ from ..slider_file import save_slider
 from .backend import DiffusionBackend, resolution_step
 from .checkpointing import gradient_checkpointing
 from .config import ConfigError
-from .cuda_graphs import GraphedCalls
+from .cuda_graphs import GraphedCalls, replay_tolerance
 from .effect import EffectScore, measure_effect
 from .image_objective import ImageObjective
+from .offload import modules_on_cpu
 from .text_objective import TextObjective
 
 STATE_FORMAT = "sliders-training-state/2"
@@ -84,7 +85,10 @@ class _Run:
         self.merge_for_sampling = merge_for_sampling
         self.stats = stats if stats is not None else TrainStats()
         # Graphs replay the merged model only: hooks (Python) would be skipped by a replay.
-        self.graphs = GraphedCalls(self._predict_for_graph, backend.unet) if cuda_graphs and merge_for_sampling else None
+        self.graphs = None
+        if cuda_graphs and merge_for_sampling:
+            tolerance = replay_tolerance(autocast_dtype or backend.dtype)
+            self.graphs = GraphedCalls(self._predict_for_graph, backend.unet, tolerance=tolerance)
         self.stats.graphs = "on" if self.graphs is not None else "off"
         self._merged = False
 
@@ -195,6 +199,7 @@ class SliderTrainer:
                  checkpoint_path: str | os.PathLike | None = None,
                  progress_every: int | None = None, held_out_draws: int = 0,
                  merge_for_sampling: bool | None = None, cuda_graphs: bool | None = None,
+                 offload_encoders: bool | None = None, merge_backup_device: str | None = None,
                  effect_samples: int = 4):
         config.validate()
         step = resolution_step(backend)
@@ -215,13 +220,17 @@ class SliderTrainer:
         self.cuda_graphs = backend.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         if self.cuda_graphs and backend.device.type != "cuda":
             raise SliderError("cuda_graphs: CUDA graphs need a CUDA device")
+        # Text encoders and VAE wait on the CPU while the loop runs (GPU memory is what limits a run there).
+        self.offload_encoders = backend.device.type == "cuda" if offload_encoders is None else offload_encoders
+        # Where merging keeps the weights it overwrites (None: beside them; "cpu" saves GPU memory, costs copies).
+        self.merge_backup_device = merge_backup_device
         self.stats = TrainStats()
 
     def train(self, resume_from: str | os.PathLike | None = None) -> TrainResult:
         config, unet = self.config, self.backend.unet
         saved_mode = unet.training
         saved_requires_grad = [p.requires_grad for p in unet.parameters()]
-        engine = SliderEngine(unet)
+        engine = SliderEngine(unet, backup_device=self.merge_backup_device)
         try:
             unet.eval().requires_grad_(False)
             with gradient_checkpointing(unet, config.gradient_checkpointing):
@@ -250,6 +259,12 @@ class SliderTrainer:
         start, losses = 0, []
         if resume_from is not None:
             start, losses = self._load_state(resume_from, network, optimizer, generator)
+        with modules_on_cpu(backend.encoders(), enabled=self.offload_encoders):
+            return self._loop(backend, config, network, run, objective, optimizer, scaler, start, losses)
+
+    def _loop(self, backend, config, network, run: _Run, objective, optimizer, scaler, start: int,
+              losses: list[float]) -> TrainResult:
+        generator = run.generator
         held_out_seed = config.seed + EFFECT_SEED_OFFSET
         loss_before = self.held_out_loss(objective, run, held_out_seed) if self.held_out_draws else None
 
