@@ -39,11 +39,13 @@ Needs the test dependencies (``stable-diffusion-sdkit`` for the ldm UNet, ``hord
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import gc
 import os
 import sys
 import time
+import warnings
 import zlib
 
 import torch
@@ -302,8 +304,17 @@ def run_model(name: str, args, device: torch.device, dtype: torch.dtype) -> dict
     probe.stats = trainer.stats
     probe.mark()
     phases = PhaseMemory(device) if device.type == "cuda" else None
-    with phases or contextlib.nullcontext():
-        trainer.train()
+    with phases or contextlib.nullcontext(), warnings.catch_warnings(record=True) as caught:
+        if args.sync_debug:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            trainer.train()
+        finally:
+            if args.sync_debug:
+                torch.cuda.set_sync_debug_mode("default")
+    syncs = collections.Counter(f"{os.path.relpath(w.filename)}:{w.lineno}" for w in caught
+                                if "synchronizing" in str(w.message))
     peak = phases.overall() if phases else peak_memory_gib(device)
 
     per_iteration = probe.iterations()
@@ -318,6 +329,7 @@ def run_model(name: str, args, device: torch.device, dtype: torch.dtype) -> dict
         "s_it": seconds, "s_it_k25": fit_at_k([(s, k) for (s, _, _), k in zip(timed, ks, strict=True)], MEAN_K),
         "peak_gib": peak, "per_iteration": per_iteration, "graphs": trainer.stats.graphs,
         "replays": trainer.stats.graph_replays, "phases": phases.describe() if phases else None,
+        "syncs": syncs,
     }
     del trainer, probe, model
     gc.collect()
@@ -361,6 +373,9 @@ def print_table(results: list[dict], args, device: torch.device) -> None:
               f"CUDA graphs {r['graphs']} ({r['replays']} replays); iterations ({r['skipped']} untimed): {steps}")
         if r["phases"]:
             print(f"{r['model']}: peak memory by phase: {r['phases']}")
+        if args.sync_debug:
+            where = ", ".join(f"{place} ×{count}" for place, count in r["syncs"].most_common(12))
+            print(f"{r['model']}: host syncs in the whole run (torch's sync debug mode): {where or 'none'}")
 
 
 def main() -> None:
@@ -387,6 +402,9 @@ def main() -> None:
                         help="also train α = −1 (our default); --no-bidirectional trains α = +1 only, like the official loop")
     parser.add_argument("--attention", choices=("sdp", "default"), default="sdp",
                         help="sdp: PyTorch SDPA (as the webui's SDP optimisation); default: ldm's einsum attention (SD1.5)")
+    parser.add_argument("--sync-debug", action="store_true",
+                        help="count the operations that make the CPU wait for the GPU, by source line (CUDA; "
+                             "slows the run: time it without this)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()

@@ -90,6 +90,10 @@ class SliderEngine:
         self._rows: torch.Tensor | None = None  # [B, k] α of the rows in the current UNet call
         self._coef_cache: dict[int, torch.Tensor] = {}
         self._rows_key: tuple[int, int] | None = None  # (cursor, batch) the cached coefficients are for
+        # Device copies of recent α tables, by content: a training loop alternating between a few tables (or
+        # sampling steps re-setting the same α) copies each to the GPU once. A host-to-device copy from
+        # ordinary memory waits for the GPU to finish its queue, which would stall every UNet call.
+        self._device_tables: dict[tuple, torch.Tensor] = {}
         self._merged_key: tuple | None = None  # what the merged weights currently hold
 
     # ----- validation -------------------------------------------------------------------------
@@ -189,6 +193,7 @@ class SliderEngine:
         self._rows_key = None
         self._merged_key = None
         self._coef_cache.clear()
+        self._device_tables.clear()
 
     # ----- hooks path -----------------------------------------------------------------------------
     def _attach_hooks(self) -> None:
@@ -223,18 +228,25 @@ class SliderEngine:
             return None
         x = args[0] if args else kwargs["x"]
         batch, total = x.shape[0], self._alpha_table.shape[0]
-        if total == 1:
-            rows = self._alpha_table.expand(batch, -1)
-        else:
-            if self._cursor + batch > total:
-                raise ValueError(f"UNet called with {batch} rows at row {self._cursor}, but α was given for {total}")
-            rows = self._alpha_table[self._cursor:self._cursor + batch]
+        if total != 1 and self._cursor + batch > total:
+            raise ValueError(f"UNet called with {batch} rows at row {self._cursor}, but α was given for {total}")
         if self._rows_key != (self._cursor, batch):
             # Coefficients only change with the rows they serve; most steps reuse the last ones.
+            table = self._device_table(x.device)
             self._rows_key = (self._cursor, batch)
-            self._rows = rows.to(x.device)
+            self._rows = table.expand(batch, -1) if total == 1 else table[self._cursor:self._cursor + batch]
             self._coef_cache.clear()
         return None
+
+    def _device_table(self, device: torch.device) -> torch.Tensor:
+        table = self._alpha_table
+        key = (tuple(table.shape), tuple(table.flatten().tolist()), device)
+        on_device = self._device_tables.get(key)
+        if on_device is None:
+            if len(self._device_tables) >= 16:
+                self._device_tables.clear()
+            on_device = self._device_tables[key] = table.to(device)
+        return on_device
 
     def _after_unet(self, module, args, output):
         if self._alpha_table is not None and self._alpha_table.shape[0] > 1:

@@ -58,6 +58,16 @@ def select_cond(cond: Conditioning, index: torch.Tensor | list[int]) -> Conditio
     return cond.index_select(0, index.to(cond.device))
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` (on the CPU) copied to ``device`` without waiting for the GPU.
+
+    A copy from ordinary (pageable) memory first waits for everything queued on the GPU; one from
+    pinned memory doesn't, so the CPU can go on queueing work while the GPU is busy."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def v_to_eps(v: torch.Tensor, x_t: torch.Tensor, alphas_cumprod_t: torch.Tensor) -> torch.Tensor:
     """ε from a v-prediction: with x_t = √ᾱ·x₀ + √(1−ᾱ)·ε and v = √ᾱ·ε − √(1−ᾱ)·x₀, ε = √ᾱ·v + √(1−ᾱ)·x_t."""
     a = alphas_cumprod_t.reshape(-1, *([1] * (x_t.dim() - 1))).to(x_t.dtype)

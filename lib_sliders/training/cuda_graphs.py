@@ -7,8 +7,8 @@ its time on. A graph records one call's kernels once and replays them with one l
 A graph reads and writes fixed addresses: inputs are copied into static buffers before each replay
 and the output is a static buffer (valid until the next replay). The weights it reads are the model's
 own tensors, so slider deltas merged into them *in place* (``weight_merge``) are seen by every
-replay; forward hooks are not (they are Python), so the trainer replays only while the slider is
-merged and no hook is attached.
+replay; forward hooks are not (they are Python: a replay repeats only the kernels they launched during
+capture), so the trainer replays only while the slider is merged and its hooks are idle (α = 0).
 
 Capture is tried once per input shape; any failure (an operation a graph can't hold, an old
 driver) falls back to ordinary calls for the rest of the run, with the reason kept for the report.
@@ -27,27 +27,14 @@ from collections.abc import Callable
 
 import torch
 
-# A replay must give what an ordinary call gives, up to rounding: kernels chosen under capture may differ
-# from eager ones, which moves a deep UNet's output by a few units of its compute precision's roundoff
-# (measured: 1e-3 in fp32 with TF32, 1.5e-2 in bf16). A graph that computes something else (stale
-# inputs, a baked-in value) is off by the size of the signal, O(0.1-1). Relative L2 error, per unit roundoff:
-ROUNDOFF_MULTIPLE = 16
-MIN_TOLERANCE = 1e-4  # exact fp32 kernels still sum in another order
-
-
-def unit_roundoff(compute_dtype: torch.dtype) -> float:
-    """The unit roundoff of the precision the UNet computes in (fp32 matmuls/convs in TF32 when allowed)."""
-    if compute_dtype == torch.bfloat16:
-        return 2.0 ** -8
-    if compute_dtype == torch.float16:
-        return 2.0 ** -11
-    if torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32:
-        return 2.0 ** -11  # TF32 keeps fp16's 10-bit mantissa
-    return 2.0 ** -24
-
-
-def replay_tolerance(compute_dtype: torch.dtype) -> float:
-    return max(ROUNDOFF_MULTIPLE * unit_roundoff(compute_dtype), MIN_TOLERANCE)
+# A replay runs the very kernels an ordinary call runs, so it gives the same result: measured bitwise equal
+# (H200, SD1.5 and SDXL, bf16), once the timestep embedding is computed bit for bit as the model's own
+# (``capturable_timestep_embedding``). Before that, one differing bit in the embedding grew through a bf16
+# UNet into a 1.5e-2 relative difference: the size of all bf16 rounding, and of what a wrong timestep (one
+# DDIM step off) does to ε. So the check is tight: a replay further than this (relative L2) from an
+# ordinary call is not used, whatever the precision; at worst a setup whose kernels differ under capture
+# trains without graphs.
+REPLAY_TOLERANCE = 1e-3
 
 
 def relative_error(value: torch.Tensor, expected: torch.Tensor) -> float:
@@ -70,16 +57,18 @@ def _signature(value) -> tuple:
     return tuple((tuple(t.shape), t.dtype, t.device) for t in _flatten(value))
 
 
-def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: int = 10000,
-                       repeat_only: bool = False) -> torch.Tensor:
-    """ldm's sinusoidal timestep embedding, with its frequencies made on the GPU.
+def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: int = 10000, repeat_only: bool = False,
+                       freqs: torch.Tensor | None = None) -> torch.Tensor:
+    """ldm's sinusoidal timestep embedding, with no host-to-device copy.
 
     ldm's and sgm's own versions build the frequencies on the CPU and copy them over, which a graph
-    can't record (the webui replaces ldm's with a GPU-side one, as this is; sgm's it leaves)."""
+    can't record; the webui's replacement for ldm's (and ComfyUI's) builds them on the GPU. Given
+    ``freqs`` (already on the device) this uses them, else it makes them on the device."""
     if repeat_only:
         return timesteps[:, None].repeat(1, dim)
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half)
+    if freqs is None:
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half)
     args = timesteps[:, None].float() * freqs[None]
     embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
@@ -87,32 +76,57 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: int = 1000
     return embedding
 
 
+def host_freqs(dim: int, max_period: int = 10000) -> torch.Tensor:
+    """The frequencies as ldm and sgm make them: on the CPU (its ``exp`` may round differently from the GPU's)."""
+    half = dim // 2
+    return torch.exp(-math.log(max_period) * torch.arange(start=0, end=half, dtype=torch.float32) / half)
+
+
 @contextlib.contextmanager
-def capturable_timestep_embedding(unet: torch.nn.Module):
+def capturable_timestep_embedding(unet: torch.nn.Module, constants: dict):
     """The UNet module's ``timestep_embedding`` made capturable for the duration.
 
-    Outside a capture the original runs (and its result dtype is noted: the webui wraps it to cast to
-    the UNet's dtype); inside one, the GPU-side version above runs and is cast the same way."""
+    Outside a capture the original runs; the first time for each setting, it is also matched against
+    the two capturable ways of computing it (frequencies made on the host and kept on the device, or
+    made on the device), and the one that reproduces it bit for bit is kept, with the result's dtype
+    (the webui wraps it to cast to the UNet's dtype). Inside a capture that way runs. Bitwise: a replay
+    must compute what an ordinary call computes, or the replay check could not be exact. The host-made
+    frequencies go into ``constants``, which must outlive every replay (graphs read them by address)."""
     module = sys.modules.get(type(unet).__module__)
     original = getattr(module, "timestep_embedding", None)
     if original is None:
         yield
         return
-    dtypes: dict[tuple, torch.dtype] = {}
+    chosen: dict[tuple, tuple[torch.Tensor | None, torch.dtype]] = {}
 
     def replacement(timesteps, dim, max_period=10000, repeat_only=False):
-        key = (dim, max_period, repeat_only, timesteps.dtype)
+        key = (dim, max_period, repeat_only, timesteps.dtype, timesteps.device)
         if not _capturing():
             result = original(timesteps, dim, max_period, repeat_only)
-            dtypes[key] = result.dtype
+            if key not in chosen:
+                chosen[key] = (_matching_freqs(result, timesteps, dim, max_period, repeat_only, constants),
+                               result.dtype)
             return result
-        return timestep_embedding(timesteps, dim, max_period, repeat_only).to(dtypes.get(key, torch.float32))
+        freqs, dtype = chosen.get(key, (None, torch.float32))
+        return timestep_embedding(timesteps, dim, max_period, repeat_only, freqs=freqs).to(dtype)
 
     module.timestep_embedding = replacement
     try:
         yield
     finally:
         module.timestep_embedding = original
+
+
+def _matching_freqs(result: torch.Tensor, timesteps: torch.Tensor, dim: int, max_period: int, repeat_only: bool,
+                    constants: dict) -> torch.Tensor | None:
+    """Host-made frequencies on the device if they reproduce ``result`` exactly, else None (made on the device)."""
+    if repeat_only:
+        return None
+    key = (dim, max_period, timesteps.device)
+    if key not in constants:
+        constants[key] = host_freqs(dim, max_period).to(timesteps.device)
+    with_host_freqs = timestep_embedding(timesteps, dim, max_period, freqs=constants[key]).to(result.dtype)
+    return constants[key] if torch.equal(with_host_freqs, result) else None
 
 
 def _capturing() -> bool:
@@ -141,7 +155,8 @@ class GraphedCalls:
     call, or clone them.
     """
 
-    def __init__(self, call: Callable, unet: torch.nn.Module, tolerance: float, warmup: int = 2):
+    def __init__(self, call: Callable, unet: torch.nn.Module, tolerance: float = REPLAY_TOLERANCE,
+                 warmup: int = 2):
         self.call = call
         self.unet = unet
         self.warmup = warmup
@@ -151,6 +166,7 @@ class GraphedCalls:
         self.replays = 0
         self._graphs: dict[tuple, _Captured] = {}
         self._pool = None  # one memory pool shared by every graph of this run
+        self._constants: dict = {}  # tensors the graphs read besides their inputs (kept alive with them)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
@@ -192,7 +208,7 @@ class GraphedCalls:
         static_cond = _clone_structure(cond)
         inputs = [static_x, static_t, *_flatten(static_cond)]
         graph = torch.cuda.CUDAGraph()
-        with capturable_timestep_embedding(self.unet):
+        with capturable_timestep_embedding(self.unet, self._constants):
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # warm-up off the default stream, as capture wants

@@ -64,6 +64,20 @@ class TextObjective:
         # Every distinct prompt is encoded once, in one call; iterations only index into it.
         self.cond = backend.encode_prompts(list(strings))
         self.timesteps = ddim_timesteps(config.max_denoising_steps, len(backend.alphas_cumprod))
+        # Index tensors on the device, made once each: a copy from the host inside the loop would make the
+        # CPU wait for the GPU's queue (the denoising calls) before it could queue the training call.
+        self._device_timesteps = self.timesteps.to(backend.device)
+        self._indices: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def _index(self, rows: list[int]) -> torch.Tensor:
+        key = tuple(rows)
+        index = self._indices.get(key)
+        if index is None:
+            index = self._indices[key] = torch.tensor(key, dtype=torch.long).to(self.backend.device)
+        return index
+
+    def _cond_rows(self, rows: list[int]):
+        return select_cond(self.cond, self._index(rows))
 
     # ----- one training iteration --------------------------------------------------------------
     def loss(self) -> torch.Tensor:
@@ -86,7 +100,7 @@ class TextObjective:
         trained = [(1.0, positive_target)] + ([(-1.0, negative_target)] if config.bidirectional else [])
         alphas = torch.tensor([a for a, _ in trained for _ in entries])
         run.set_alpha(alphas)
-        cond = select_cond(self.cond, [e.target for _ in trained for e in entries])
+        cond = self._cond_rows([e.target for _ in trained for e in entries])
         with run.autocast():
             prediction = run.predict(x_t.repeat(len(trained), 1, 1, 1), t.repeat(len(trained)), cond)
         target = torch.cat([tgt for _, tgt in trained])
@@ -108,12 +122,9 @@ class TextObjective:
         The latent after k steps sits at ``timesteps[k]``, and that is its training label.
         """
         run = self.run
-        timesteps = self.timesteps if timesteps is None else timesteps
-        alphas_cumprod = self.backend.alphas_cumprod
-        cond = select_cond(self.cond, [e.negative for e in entries] + [e.target for e in entries])
-        # Moved to the device once, so the steps below never wait for the GPU (a blocking copy would).
-        on_device = timesteps.to(noise.device)
-        alphas = alphas_cumprod[on_device]
+        on_device = self._device_timesteps if timesteps is None else timesteps.to(noise.device)
+        cond = self._cond_rows([e.negative for e in entries] + [e.target for e in entries])
+        alphas = self.backend.alphas_cumprod[on_device]
         x, points = noise, []
         with run.sampling_slider(slider_alpha):
             for i in range(max(steps)):
@@ -132,16 +143,16 @@ class TextObjective:
         The α=+1 target is ``neutral + direction``, the α=−1 target ``neutral − direction``.
         """
         run = self.run
-        rows, spans = [], []
-        for entry in entries:
+        rows, spans, sample_rows = [], [], []
+        for sample, entry in enumerate(entries):
             start = len(rows)
             rows += [entry.neutral, *entry.positives, *entry.negatives]
             spans.append((start, len(entry.positives)))
-        repeats = torch.tensor([1 + 2 * n for _, n in spans], device=x_t.device)
+            sample_rows += [sample] * (len(rows) - start)
+        samples = self._index(sample_rows)  # each sample repeated for its entry's prompts
         run.set_alpha(torch.tensor(0.0))
         with run.autocast():
-            eps = run.predict(x_t.repeat_interleave(repeats, 0), t.repeat_interleave(repeats, 0),
-                              select_cond(self.cond, rows)).float()
+            eps = run.predict(x_t.index_select(0, samples), t.index_select(0, samples), self._cond_rows(rows)).float()
         neutral, direction = [], []
         for entry, (start, n) in zip(entries, spans, strict=True):
             pos, neg = eps[start + 1:start + 1 + n], eps[start + 1 + n:start + 1 + 2 * n]

@@ -28,10 +28,11 @@ from ..errors import SliderError
 from ..lora import LoraModule, SliderNetwork
 from ..presets import select_layers
 from ..slider_file import save_slider
-from .backend import DiffusionBackend, resolution_step
+from ..weight_merge import Contribution, WeightMerger
+from .backend import DiffusionBackend, resolution_step, to_device
 from .checkpointing import gradient_checkpointing
 from .config import ConfigError
-from .cuda_graphs import GraphedCalls, replay_tolerance
+from .cuda_graphs import GraphedCalls
 from .effect import EffectScore, measure_effect
 from .image_objective import ImageObjective
 from .offload import modules_on_cpu
@@ -76,7 +77,7 @@ class _Run:
 
     def __init__(self, backend: DiffusionBackend, engine: SliderEngine, generator: torch.Generator,
                  latent_shape: tuple[int, int, int], autocast_dtype: torch.dtype | None, merge_for_sampling: bool,
-                 cuda_graphs: bool = False, stats: TrainStats | None = None):
+                 cuda_graphs: bool = False, stats: TrainStats | None = None, merge_backup_device: str | None = None):
         self.backend = backend
         self.engine = engine
         self.generator = generator
@@ -84,13 +85,12 @@ class _Run:
         self.autocast_dtype = autocast_dtype
         self.merge_for_sampling = merge_for_sampling
         self.stats = stats if stats is not None else TrainStats()
-        # Graphs replay the merged model only: hooks (Python) would be skipped by a replay.
-        self.graphs = None
-        if cuda_graphs and merge_for_sampling:
-            tolerance = replay_tolerance(autocast_dtype or backend.dtype)
-            self.graphs = GraphedCalls(self._predict_for_graph, backend.unet, tolerance=tolerance)
+        # Graphs replay the merged model only (hooks idle): a replay would skip hooks' Python.
+        self.graphs = GraphedCalls(self._predict_for_graph, backend.unet) if cuda_graphs and merge_for_sampling else None
         self.stats.graphs = "on" if self.graphs is not None else "off"
         self._merged = False
+        self.merger = WeightMerger(merge_backup_device)
+        self._targets: list[tuple[torch.Tensor, LoraModule]] | None = None
 
     @contextlib.contextmanager
     def sampling_slider(self, alpha: float):
@@ -98,24 +98,31 @@ class _Run:
 
         Merged into the weights (restored bitwise afterwards) when ``merge_for_sampling``: the denoising
         calls then cost what the bare UNet costs, instead of paying the hooks on every layer each step.
+        The hooks stay attached meanwhile, idle at α = 0, so nothing is re-packed when training resumes.
         """
         if not self.merge_for_sampling or alpha == 0:
             self.set_alpha(torch.tensor(alpha))
             yield
             return
-        network = self.engine.sliders[0].network
-        self.engine.apply([ActiveSlider(network, alpha)], mode="merged")
+        self.set_alpha(torch.tensor(0.0))
+        self.merger.merge({weight: [Contribution(module, alpha)] for weight, module in self._merge_targets()})
         self._merged = True
         try:
             yield
         finally:
             self._merged = False
-            self.engine.apply([ActiveSlider(network, 0.0)], mode="hooks")
+            self.merger.restore()
+
+    def _merge_targets(self) -> list[tuple[torch.Tensor, LoraModule]]:
+        if self._targets is None:
+            network, unet = self.engine.sliders[0].network, self.backend.unet
+            self._targets = [(unet.get_submodule(path).weight, module) for path, module in network.unet.items()]
+        return self._targets
 
     def randn(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         # Drawn on the CPU so a seed means the same noise on every device.
         noise = torch.randn((batch, *self.latent_shape), generator=generator or self.generator)
-        return noise.to(self.backend.device)
+        return to_device(noise, self.backend.device)
 
     def set_alpha(self, alphas: torch.Tensor) -> None:
         self.engine.set_alphas([alphas])
@@ -230,7 +237,7 @@ class SliderTrainer:
         config, unet = self.config, self.backend.unet
         saved_mode = unet.training
         saved_requires_grad = [p.requires_grad for p in unet.parameters()]
-        engine = SliderEngine(unet, backup_device=self.merge_backup_device)
+        engine = SliderEngine(unet)
         try:
             unet.eval().requires_grad_(False)
             with gradient_checkpointing(unet, config.gradient_checkpointing):
@@ -250,7 +257,7 @@ class SliderTrainer:
         side = config.resolution // getattr(backend, "latent_scale", 8)
         run = _Run(backend, engine, generator, (channels, side, side),
                    _autocast_dtype(config.precision, backend.dtype, backend.device), self.merge_for_sampling,
-                   cuda_graphs=self.cuda_graphs, stats=self.stats)
+                   cuda_graphs=self.cuda_graphs, stats=self.stats, merge_backup_device=self.merge_backup_device)
         objective = TextObjective(backend, config, run) if config.mode == "text" else ImageObjective(backend, config, run)
         parameters = _parameters(network)
         optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
