@@ -31,10 +31,15 @@ from bench.toyworld.model import ToyPixelDiffusion  # noqa: E402
 def train(steps: int = 1000, batch: int = 32, device: str = "cpu", dataset_size: int = 20000, seed: int = 0,
           lr: float = 3e-4, cfg_dropout: float = 0.1, ema: float = 0.0, log_every: int = 50,
           model: ToyPixelDiffusion | None = None, tokenizer_dir=None, log=print,
-          max_seconds: float | None = None) -> tuple[ToyPixelDiffusion, list[float]]:
+          max_seconds: float | None = None, offset_noise: float = 0.0) -> tuple[ToyPixelDiffusion, list[float]]:
     """Train and return (model, per-step losses); the EMA weights are copied in when ``ema`` > 0.
 
-    ``max_seconds`` stops early (after the step that passes it), for time-boxed CPU runs."""
+    ``max_seconds`` stops early (after the step that passes it), for time-boxed CPU runs.
+
+    ``offset_noise`` adds a per-image, per-channel constant of that standard deviation to the noise. Without
+    it the model never learns the background word: SD's schedule leaves the image mean readable even at
+    t = 999 (a 32 px image's noise mean has std 1/32, the signal's √ᾱ·bg up to ±0.05), so training never
+    needs the caption for brightness, and sampling takes it from the starting noise instead."""
     model = model if model is not None else ToyPixelDiffusion(tokenizer_dir, seed=seed)
     model = model.to(device).train().requires_grad_(True)
     images, _, attributes = world.make_dataset(dataset_size, seed)
@@ -62,7 +67,10 @@ def train(steps: int = 1000, batch: int = 32, device: str = "cpu", dataset_size:
         drop = torch.rand(batch, generator=generator) < cfg_dropout
         prompts = ["" if d else captions[i] for d, i in zip(drop.tolist(), index.tolist(), strict=True)]
         t = torch.randint(model.num_timesteps, (batch,), generator=generator).to(device)
-        noise = torch.randn(x0.shape, generator=generator).to(device)
+        noise = torch.randn(x0.shape, generator=generator)
+        if offset_noise:
+            noise += offset_noise * torch.randn((batch, x0.shape[1], 1, 1), generator=generator)
+        noise = noise.to(device)
         a = acp[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = model.cond_stage_model.transformer(input_ids=token_ids(prompts).to(device)).last_hidden_state
@@ -143,13 +151,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--check", type=int, default=30, help="captions in the final sample check (0 = skip)")
     parser.add_argument("--fp16", action="store_true", help="save weights as float16 (half the file size)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--offset-noise", type=float, default=0.0,
+                        help="std of a per-image, per-channel constant added to the noise (0.15: learns brightness)")
+    parser.add_argument("--init", default=None, help="start from these weights (.safetensors) instead of random ones")
     parser.add_argument("--sheet", default=None, help="save a contact sheet of the check samples (.npy)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.time()
+    initial = ToyPixelDiffusion.from_file(args.init) if args.init else None
     model, losses = train(args.steps, args.batch, args.device, args.dataset_size, args.seed, args.lr,
-                          ema=args.ema, log_every=args.log_every,
+                          ema=args.ema, log_every=args.log_every, model=initial, offset_noise=args.offset_noise,
                           max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
     print(f"trained {len(losses)} steps in {time.time() - start:.0f} s; "
           f"first/last-50 mean loss {np.mean(losses[:50]):.4f} / {np.mean(losses[-50:]):.4f}")
