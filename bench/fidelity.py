@@ -13,6 +13,9 @@ of seeds × α with the same starting noise per seed, reads every attribute back
   installable package ships its weights offline;
 * the same for **prompt editing** (the attribute's word put into the prompt, same noise) and for the
   **official objective** (one direction, no preservation concepts, same prompts and η);
+* an **oracle** row: renders of the seeds' own attributes with only the attribute changed to the edit's
+  high word, measured the same way: what the measurements themselves couple (a bigger shape moves the
+  measured border background, a darker background the measured colour), a floor no slider can go under;
 * **composition**: the text sliders all at once, each one's slope over its slope alone;
 * the trainer's **effect score** (cosine, gain) next to the measured slope.
 
@@ -35,7 +38,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -163,6 +166,24 @@ def change(values: dict[str, np.ndarray], shapes: np.ndarray, images: np.ndarray
             "shape_change": shape_change, "structure": rms}
 
 
+def with_word(attrs: world.Attributes, feature: str, word: str) -> world.Attributes:
+    """``attrs`` with the slider's attribute set to the middle of ``word``'s range (or to the colour ``word``)."""
+    if feature == "blueness":
+        return replace(attrs, colour=word)
+    words, (lo, hi), field = {"size": (world.SIZE_WORDS, world.SIZE_RANGE, "size"),
+                              "background": (world.BACKGROUND_WORDS, world.BACKGROUND_RANGE, "background")}[feature]
+    centre = lo + (words.index(word) + 0.5) / len(words) * (hi - lo)
+    return replace(attrs, **{field: centre})
+
+
+def oracle(attributes: list[world.Attributes], spec: SliderSpec) -> dict[str, float]:
+    """Change of the measured features from each render to the render with only the attribute changed."""
+    changed = [with_word(a, spec.feature, spec.edit[1]) for a in attributes]
+    images = np.stack([world.render_all(attributes), world.render_all(changed)], axis=1)
+    grid = Grid.of(np.array([0.0, 1.0]), world.to_uint8(images))
+    return grid.change_at(spec.feature, 1)
+
+
 # ---------------------------------------------------------------------------------------- sampling
 
 
@@ -194,6 +215,8 @@ def generate(model: ToyPixelDiffusion, prompts: list[str], noise: torch.Tensor, 
 def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str) -> TrainResult:
     common = dict(name=spec.name, iterations=args.iterations, resolution=32, rank=args.rank,
                   max_denoising_steps=args.train_steps, seed=args.seed)
+    if spec.prompt is not None and not official:
+        common["timesteps_per_trajectory"] = args.timesteps_per_trajectory
     if spec.prompt is None:
         from PIL import Image  # the image objective reads files: write the rendered pairs as PNGs
 
@@ -229,6 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=32)
     parser.add_argument("--alphas", default="-3,-2,-1,0,1,2,3")
     parser.add_argument("--iterations", type=int, default=300, help="training iterations per slider")
+    parser.add_argument("--timesteps-per-trajectory", type=int, default=1,
+                        help="training points per denoising trajectory, ours (1 = the official loop's one)")
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--image-lr", type=float, default=1e-4)
@@ -255,7 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     attributes = [world.sample_attributes(rng) for _ in range(args.seeds)]
     noise = noise_for(args.seeds, args.seed + 29)
     print(f"toy model: {'random weights (smoke run)' if args.random_model else args.model}; {args.seeds} seeds; "
-          f"α {list(alphas)}; {args.iterations} iterations per slider; {args.steps} DDIM steps, CFG {args.guidance}")
+          f"α {list(alphas)}; {args.iterations} iterations per slider (ours: {args.timesteps_per_trajectory} "
+          f"training points per trajectory); {args.steps} DDIM steps, CFG {args.guidance}")
 
     rows, trained = [], {}
     with tempfile.TemporaryDirectory() as pair_dir:
@@ -272,8 +298,13 @@ def main(argv: list[str] | None = None) -> None:
                                                      "rho_pooled": math.nan,
                                                      "found": edit_grid.effect(spec.feature)["found"]},
                          edit, edit, None))
+            floor = oracle(attributes, spec)
+            rows.append((spec.name, "oracle", {"slope": floor["effect"], "rho_means": math.nan, "rho_pooled": math.nan,
+                                               "found": 1.0}, floor, floor, None))
             for label, official in variants:
+                training_began = time.time()
                 result = train_slider(model, spec, args, official, pair_dir)
+                training_seconds = time.time() - training_began
                 if label == "ours":
                     trained[spec.name] = result.network
                 grid = Grid.of(alphas, generate(model, prompts, noise, alphas, [result.network], args.steps,
@@ -285,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
                 top = int(np.argmax(np.abs(alphas)))
                 rows.append((spec.name, label, effect, grid.change_at(spec.feature, matched_column),
                              grid.change_at(spec.feature, top), result.effect))
-                print(f"  {spec.name} ({label}) done at {time.time() - began:.0f} s", flush=True)
+                print(f"  {spec.name} ({label}) trained in {training_seconds:.0f} s, done at {time.time() - began:.0f} s",
+                      flush=True)
 
         composition = []
         text = [s for s in chosen if s.prompt is not None and s.name in trained]
@@ -315,8 +347,8 @@ def print_report(rows, composition, alphas) -> None:
               f"{fmt(top['structure']):>11}{fmt(score.cosine if score else math.nan):>10}"
               f"{fmt(score.gain if score else math.nan):>11}")
     print("slope/α: change of the target feature per unit α, over its range; @m: at the positive α whose effect is "
-          f"closest to the prompt edit's (prompt edit: low word → high word; its slope column is that edit's "
-          f"effect); @max: at |α| = {max(abs(alphas)):g}; "
+          f"closest to the prompt edit's (prompt edit: no word → high word; its slope column is that edit's "
+          f"effect; oracle: a render → the same render with the high word's value); @max: at |α| = {max(abs(alphas)):g}; "
           "interference: mean |change| of the other features over their ranges; shape: rate of shape changes; "
           "struct: RMS pixel change from α = 0. LPIPS: not available offline.")
     ratios = {}

@@ -49,8 +49,13 @@ def test_fidelity_runs_end_to_end_on_an_untrained_toy_model():
     out = run_bench("fidelity.py", "--random-model", "--sliders", "size,colour,image_size", "--seeds", "2",
                     "--alphas=-1,0,1", "--iterations", "1", "--steps", "2", "--train-steps", "2", "--pairs", "2")
     assert re.search(r"^slider\s+method\s+found\s+slope/α", out, re.M), out
-    for slider, method in [("size", "prompt edit"), ("size", "ours"), ("size", "official"), ("colour", "ours"),
-                           ("image_size", "ours")]:
+    for slider, method in [("size", "prompt edit"), ("size", "oracle"), ("size", "ours"), ("size", "official"),
+                           ("colour", "oracle"), ("colour", "ours"), ("image_size", "ours")]:
         assert re.search(rf"^{slider}\s+{method}\s+{NUMBER}\s", out, re.M), (slider, method, out)
+    # The oracle is measured on renders, so it means something even here: both shapes found, both grew (or
+    # turned blue).
+    for slider in ("size", "colour"):
+        found, effect = re.search(rf"^{slider}\s+oracle\s+({NUMBER})\s+({NUMBER})\s", out, re.M).groups()
+        assert float(found) == 1.0 and float(effect) > 0.05, (slider, out)
     assert not re.search(r"^image_size\s+official", out, re.M)  # image sliders have no official objective here
     assert re.search(r"^  size\s+\S+ / \S+ = \S+$", out, re.M) and re.search(r"^  colour\s", out, re.M), out
