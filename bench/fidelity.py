@@ -26,8 +26,8 @@ Sliders: ``size`` (tiny → huge), ``colour`` (red → blue, measured as the sha
     python bench/fidelity.py --model bench/toyworld/toy_t2i.safetensors          # the full benchmark
     python bench/fidelity.py --random-model --seeds 2 --alphas -1,0,1 --iterations 2 --steps 4   # smoke run
 
-The committed ``bench/toyworld/toy_t2i.safetensors`` follows its captions' shape, colour and size (the README says how it
-was made); the full protocol takes about an hour on a 2-core CPU.
+The committed ``bench/toyworld/toy_t2i.safetensors`` follows its captions' shape, colour, size and background (the
+README says how it was made); the full protocol takes about an hour on a 2-core CPU.
 """
 
 from __future__ import annotations
