@@ -266,12 +266,12 @@ class SliderTrainer:
         start, losses = 0, []
         if resume_from is not None:
             start, losses = self._load_state(resume_from, network, optimizer, generator)
-        with modules_on_cpu(backend.encoders(), enabled=self.offload_encoders):
-            return self._loop(backend, config, network, run, objective, optimizer, scaler, start, losses)
+        with modules_on_cpu(backend.encoders(), enabled=self.offload_encoders):  # prompts and images are encoded
+            return self._loop(run, objective, network, optimizer, scaler, start, losses)
 
-    def _loop(self, backend, config, network, run: _Run, objective, optimizer, scaler, start: int,
+    def _loop(self, run: _Run, objective, network: SliderNetwork, optimizer, scaler, start: int,
               losses: list[float]) -> TrainResult:
-        generator = run.generator
+        backend, config, generator = self.backend, self.config, run.generator
         held_out_seed = config.seed + EFFECT_SEED_OFFSET
         loss_before = self.held_out_loss(objective, run, held_out_seed) if self.held_out_draws else None
 
