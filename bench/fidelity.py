@@ -51,11 +51,22 @@ from bench.toyworld.model import ToyPixelDiffusion  # noqa: E402
 from lib_sliders.engine import ActiveSlider, SliderEngine  # noqa: E402
 from lib_sliders.training.backend import ModelBackend  # noqa: E402
 from lib_sliders.training.config import ImagePair, TextPrompt, TrainConfig  # noqa: E402
-from lib_sliders.training.trainer import SliderTrainer, TrainResult  # noqa: E402
+from lib_sliders.training.trainer import SliderTrainer, TrainResult, TrainStats  # noqa: E402
 
 # Continuous features read from an image, and the span each is normalised by (its range in the world).
 FEATURES = {"size": 0.4, "blueness": 1.6, "background": 0.8, "x": 0.32, "y": 0.32}
 SHAPES = list(world.SHAPES)
+# Preservation sets the text sliders can train with (--preservation), by the slider's own attribute: concepts
+# whose words go with c+ and c− so that the direction learnt is the same whatever they are.
+WORDS = {"size": list(world.SIZE_WORDS), "colour": list(world.COLOURS),
+         "background": [f"{w} background" for w in world.BACKGROUND_WORDS]}
+PRESERVATION = {
+    "shapes": lambda own: SHAPES,
+    "positions": lambda own: list(world.POSITION_PHRASES.values()),
+    "others": lambda own: [w for attribute, words in WORDS.items() if attribute != own for w in words],
+    "none": lambda own: [],
+}
+DEFAULT_TOTAL_GUIDANCE = 6.0  # η = 2 summed over the three shapes: other sets get η = 6 / |P|
 
 
 @dataclass(frozen=True)
@@ -162,8 +173,10 @@ def change(values: dict[str, np.ndarray], shapes: np.ndarray, images: np.ndarray
     shape_change = float(np.mean(shapes[both, column] != shapes[both, base])) if both.any() else math.nan
     rms = float(np.sqrt(((images[:, column] - images[:, base]) ** 2).mean(axis=(1, 2, 3))).mean())
     target = float(np.nanmean(delta[feature])) if np.isfinite(delta[feature]).any() else math.nan
+    by_feature = {f: float(np.nanmean(np.abs(delta[f]))) if np.isfinite(delta[f]).any() else math.nan
+                  for f in FEATURES}
     return {"effect": target, "interference": float(np.mean(others)) if others else math.nan,
-            "shape_change": shape_change, "structure": rms}
+            "shape_change": shape_change, "structure": rms, "by_feature": by_feature}
 
 
 def with_word(attrs: world.Attributes, feature: str, word: str) -> world.Attributes:
@@ -192,18 +205,20 @@ def noise_for(seeds: int, seed: int) -> torch.Tensor:
 
 
 def generate(model: ToyPixelDiffusion, prompts: list[str], noise: torch.Tensor, alphas: np.ndarray,
-             networks: list, steps: int, guidance: float) -> np.ndarray:
-    """uint8 images [seeds, alphas, 32, 32, 3]: each seed's prompt and noise at every α (every network at α)."""
+             networks: list, steps: int, guidance: float, start: float = 0.0) -> np.ndarray:
+    """uint8 images [seeds, alphas, 32, 32, 3]: each seed's prompt and noise at every α (every network at α,
+    from the fraction ``start`` of the steps on: the webui's slider start)."""
     seeds, count = len(prompts), len(alphas)
     rows = [p for p in prompts for _ in range(count)]
-    start = noise.repeat_interleave(count, dim=0)
+    first = noise.repeat_interleave(count, dim=0)
     engine = SliderEngine(model.model.diffusion_model)
     try:
         if networks:
             column = torch.tensor(np.tile(alphas, seeds), dtype=torch.float32)
             # The sampler's UNet rows are [conditional ×N, unconditional ×N]: the slider acts on both.
-            engine.apply([ActiveSlider(net, torch.cat([column, column])) for net in networks])
-        images = model.sample(rows, steps=steps, guidance=guidance, noise=start)
+            engine.apply([ActiveSlider(net, torch.cat([column, column]), start=start) for net in networks])
+        images = model.sample(rows, steps=steps, guidance=guidance, noise=first,
+                              on_step=engine.set_step if networks else None)
     finally:
         engine.clear()
     return images.reshape(seeds, count, 32, 32, 3)
@@ -212,7 +227,7 @@ def generate(model: ToyPixelDiffusion, prompts: list[str], noise: torch.Tensor, 
 # ---------------------------------------------------------------------------------------- training
 
 
-def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str) -> TrainResult:
+def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str) -> tuple[TrainResult, TrainStats]:
     common = dict(name=spec.name, iterations=args.iterations, resolution=32, rank=args.rank,
                   max_denoising_steps=args.train_steps, seed=args.seed)
     if spec.prompt is not None and not official:
@@ -227,14 +242,18 @@ def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str) -
             for path, image in zip(names, (pairs.before[i], pairs.after[i]), strict=True):
                 Image.fromarray(world.to_uint8(image)).save(path)
             paths.append(ImagePair(*names))
-        config = TrainConfig(mode="image", pairs=paths, scales=[1.0, 2.0], lr=args.image_lr, **common)
+        config = TrainConfig(mode="image", pairs=paths, scales=[1.0, 2.0], lr=args.image_lr,
+                             batch_size=args.image_batch, **common)
     else:
-        prompt = spec.prompt
+        concepts = PRESERVATION[args.preservation](spec.drop)
+        eta = args.eta if args.eta is not None else DEFAULT_TOTAL_GUIDANCE / max(1, len(concepts))
+        prompt = replace(spec.prompt, preservation=concepts, guidance=eta)
         if official:  # the paper's plain formula as the official code runs it: one direction, no P
-            prompt = TextPrompt(target=prompt.target, positive=prompt.positive, negative=prompt.negative,
-                                guidance=prompt.guidance)
+            prompt = replace(spec.prompt, preservation=[])
         config = TrainConfig(prompts=[prompt], lr=args.lr, bidirectional=not official, **common)
-    return SliderTrainer(ModelBackend(model), config, effect_samples=4).train()
+    trainer = SliderTrainer(ModelBackend(model), config, effect_samples=4)
+    result = trainer.train()
+    return result, trainer.stats
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -257,11 +276,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--image-lr", type=float, default=1e-4)
+    parser.add_argument("--image-batch", type=int, default=1, help="batch size of the image slider")
     parser.add_argument("--pairs", type=int, default=16, help="before/after pairs of the image slider")
     parser.add_argument("--train-steps", type=int, default=20, help="DDIM schedule of the training loop")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps when generating")
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--sliders", default=",".join(s.name for s in SLIDERS))
+    parser.add_argument("--preservation", choices=sorted(PRESERVATION), default="shapes",
+                        help="preservation concepts of our text sliders")
+    parser.add_argument("--eta", type=float, default=None,
+                        help="guidance η of our text sliders (default: 6 / number of preservation concepts, "
+                        "i.e. 2 with the three shapes)")
+    parser.add_argument("--start", type=float, default=0.0,
+                        help="also generate with our sliders off for this fraction of the steps (the webui's "
+                        "slider start), as an extra row")
     parser.add_argument("--no-official", action="store_true", help="skip the official-objective baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
@@ -303,21 +331,24 @@ def main(argv: list[str] | None = None) -> None:
                                                "found": 1.0}, floor, floor, None))
             for label, official in variants:
                 training_began = time.time()
-                result = train_slider(model, spec, args, official, pair_dir)
+                result, stats = train_slider(model, spec, args, official, pair_dir)
                 training_seconds = time.time() - training_began
                 if label == "ours":
                     trained[spec.name] = result.network
-                grid = Grid.of(alphas, generate(model, prompts, noise, alphas, [result.network], args.steps,
-                                                args.guidance))
-                effect = grid.effect(spec.feature)
-                positive = [i for i, a in enumerate(alphas) if a > 0] or [int(np.argmax(alphas))]
-                matched_column = min(positive, key=lambda i: abs(grid.change_at(spec.feature, i)["effect"]
-                                                                  - edit["effect"]))
-                top = int(np.argmax(np.abs(alphas)))
-                rows.append((spec.name, label, effect, grid.change_at(spec.feature, matched_column),
-                             grid.change_at(spec.feature, top), result.effect))
-                print(f"  {spec.name} ({label}) trained in {training_seconds:.0f} s, done at {time.time() - began:.0f} s",
-                      flush=True)
+                starts = [0.0] + ([args.start] if args.start and label == "ours" else [])
+                for start in starts:
+                    grid = Grid.of(alphas, generate(model, prompts, noise, alphas, [result.network], args.steps,
+                                                    args.guidance, start))
+                    effect = grid.effect(spec.feature)
+                    positive = [i for i, a in enumerate(alphas) if a > 0] or [int(np.argmax(alphas))]
+                    matched_column = min(positive, key=lambda i: abs(grid.change_at(spec.feature, i)["effect"]
+                                                                      - edit["effect"]))
+                    top = int(np.argmax(np.abs(alphas)))
+                    rows.append((spec.name, label + (f" s{start:g}" if start else ""), effect,
+                                 grid.change_at(spec.feature, matched_column), grid.change_at(spec.feature, top),
+                                 result.effect))
+                print(f"  {spec.name} ({label}) trained in {training_seconds:.0f} s ({stats.unet_calls} UNet calls, "
+                      f"{stats.unet_rows} rows), done at {time.time() - began:.0f} s", flush=True)
 
         composition = []
         text = [s for s in chosen if s.prompt is not None and s.name in trained]
@@ -351,6 +382,13 @@ def print_report(rows, composition, alphas) -> None:
           f"effect; oracle: a render → the same render with the high word's value); @max: at |α| = {max(abs(alphas)):g}; "
           "interference: mean |change| of the other features over their ranges; shape: rate of shape changes; "
           "struct: RMS pixel change from α = 0. LPIPS: not available offline.")
+    print("\ninterference by feature @m (mean |change| over the feature's range; the slider's own feature in brackets)")
+    print(f"{'slider':<11}{'method':<12}" + "".join(f"{f:>12}" for f in FEATURES))
+    for name, label, _, matched, _, _ in rows:
+        target = next(s.feature for s in SLIDERS if s.name == name)
+        cells = [(f"[{fmt(matched['by_feature'][f])}]" if f == target else fmt(matched["by_feature"][f]))
+                 for f in FEATURES]
+        print(f"{name:<11}{label:<12}" + "".join(f"{c:>12}" for c in cells))
     ratios = {}
     if composition:
         print("\ncomposition (the text sliders at once, same α): slope together / slope alone")

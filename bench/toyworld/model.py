@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -178,11 +179,13 @@ class ToyPixelDiffusion(torch.nn.Module):
     # --------------------------------------------------------------------------------- sampling
     @torch.no_grad()
     def sample(self, prompts: list[str], steps: int = 20, guidance: float = 4.0, seed: int = 0,
-               negative: str = "", noise: torch.Tensor | None = None) -> np.ndarray:
+               negative: str = "", noise: torch.Tensor | None = None,
+               on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
         """DDIM (η=0) with classifier-free guidance → uint8 ``N×32×32×3``.
 
         ``noise`` (``N×3×32×32``) replaces the seeded draw, e.g. to give several prompts the same start.
-        The UNet sees the rows as [conditional ×N, unconditional ×N]."""
+        The UNet sees the rows as [conditional ×N, unconditional ×N]. ``on_step(i, steps)`` runs before
+        each step, as the webui's sampler tells the slider engine where it is (``SliderEngine.set_step``)."""
         from lib_sliders.training.schedule import ddim_step, ddim_timesteps
 
         device = self.device
@@ -195,6 +198,8 @@ class ToyPixelDiffusion(torch.nn.Module):
         timesteps = ddim_timesteps(steps, self.num_timesteps).tolist()
         acp = self.alphas_cumprod.to(device)
         for i, t in enumerate(timesteps):
+            if on_step is not None:
+                on_step(i, len(timesteps))
             tt = torch.full((len(prompts),), t, device=device, dtype=torch.long)
             eps_c, eps_u = self.apply_model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, uncond])).chunk(2)
             eps = eps_u + guidance * (eps_c - eps_u)
