@@ -163,6 +163,30 @@ class Grid:
         zero = int(np.argmin(np.abs(self.alphas)))
         return change(self.values, self.shapes, self.images, feature, zero, column)
 
+    def at_effect(self, feature: str, wanted: float) -> dict[str, float]:
+        """Every quantity of ``change_at``, interpolated linearly in α to where the mean effect reaches ``wanted``.
+
+        Walks the positive α from 0 (where every change is 0) and interpolates between the two α whose
+        effects bracket ``wanted``; a slider that never gets there is reported at its largest α, ``reached``
+        False. ``alpha`` is the interpolated α.
+        """
+        zero = int(np.argmin(np.abs(self.alphas)))
+        columns = sorted((i for i, a in enumerate(self.alphas) if a > 0), key=lambda i: self.alphas[i])
+        previous = change(self.values, self.shapes, self.images, feature, zero, zero) | {"alpha": 0.0}
+        for column in columns:
+            current = self.change_at(feature, column) | {"alpha": float(self.alphas[column])}
+            if np.isfinite(current["effect"]) and current["effect"] >= wanted:
+                span = current["effect"] - previous["effect"]
+                w = (wanted - previous["effect"]) / span if span > 0 else 1.0
+                return _mix(previous, current, w) | {"reached": True}
+            previous = current
+        return previous | {"reached": False}
+
+
+def _mix(a: dict, b: dict, w: float) -> dict:
+    """(1 − w)·a + w·b, key by key (nested dicts too)."""
+    return {k: _mix(a[k], b[k], w) if isinstance(a[k], dict) else (1 - w) * a[k] + w * b[k] for k in a}
+
 
 def change(values: dict[str, np.ndarray], shapes: np.ndarray, images: np.ndarray, feature: str, base: int,
            column: int) -> dict[str, float]:
@@ -340,12 +364,9 @@ def main(argv: list[str] | None = None) -> None:
                     grid = Grid.of(alphas, generate(model, prompts, noise, alphas, [result.network], args.steps,
                                                     args.guidance, start))
                     effect = grid.effect(spec.feature)
-                    positive = [i for i, a in enumerate(alphas) if a > 0] or [int(np.argmax(alphas))]
-                    matched_column = min(positive, key=lambda i: abs(grid.change_at(spec.feature, i)["effect"]
-                                                                      - edit["effect"]))
                     top = int(np.argmax(np.abs(alphas)))
                     rows.append((spec.name, label + (f" s{start:g}" if start else ""), effect,
-                                 grid.change_at(spec.feature, matched_column), grid.change_at(spec.feature, top),
+                                 grid.at_effect(spec.feature, edit["effect"]), grid.change_at(spec.feature, top),
                                  result.effect))
                 print(f"  {spec.name} ({label}) trained in {training_seconds:.0f} s ({stats.unet_calls} UNet calls, "
                       f"{stats.unet_rows} rows), done at {time.time() - began:.0f} s", flush=True)
@@ -366,19 +387,26 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nfinished in {time.time() - began:.0f} s")
 
 
+def matched_alpha(matched: dict) -> str:
+    if "alpha" not in matched:
+        return "–"
+    return f"{matched['alpha']:.2f}" if matched["reached"] else f">{matched['alpha']:g}"
+
+
 def print_report(rows, composition, alphas) -> None:
     header = (f"{'slider':<11}{'method':<12}{'found':>6}{'slope/α':>9}{'ρ means':>9}{'ρ pooled':>9}"
-              f"{'effect@m':>10}{'interf@m':>10}{'shape@m':>9}{'struct@m':>10}{'interf@max':>11}{'struct@max':>11}"
+              f"{'α@m':>6}{'effect@m':>10}{'interf@m':>10}{'shape@m':>9}{'struct@m':>10}{'interf@max':>11}{'struct@max':>11}"
               f"{'score cos':>10}{'score gain':>11}")
     print("\n" + header + "\n" + "-" * len(header))
     for name, label, effect, matched, top, score in rows:
         print(f"{name:<11}{label:<12}{fmt(effect['found'], 2):>6}{fmt(effect['slope']):>9}{fmt(effect['rho_means']):>9}"
-              f"{fmt(effect['rho_pooled']):>9}{fmt(matched['effect']):>10}{fmt(matched['interference']):>10}"
+              f"{fmt(effect['rho_pooled']):>9}{matched_alpha(matched):>6}{fmt(matched['effect']):>10}{fmt(matched['interference']):>10}"
               f"{fmt(matched['shape_change'], 2):>9}{fmt(matched['structure']):>10}{fmt(top['interference']):>11}"
               f"{fmt(top['structure']):>11}{fmt(score.cosine if score else math.nan):>10}"
               f"{fmt(score.gain if score else math.nan):>11}")
-    print("slope/α: change of the target feature per unit α, over its range; @m: at the positive α whose effect is "
-          f"closest to the prompt edit's (prompt edit: no word → high word; its slope column is that edit's "
+    print("slope/α: change of the target feature per unit α, over its range; @m: at matched effect, where the mean "
+          "effect reaches the prompt edit's (interpolated in α between the two α that bracket it; '>3': never "
+          "reached, given at the largest α) (prompt edit: no word → high word; its slope column is that edit's "
           f"effect; oracle: a render → the same render with the high word's value); @max: at |α| = {max(abs(alphas)):g}; "
           "interference: mean |change| of the other features over their ranges; shape: rate of shape changes; "
           "struct: RMS pixel change from α = 0. LPIPS: not available offline.")

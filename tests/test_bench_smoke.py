@@ -25,7 +25,7 @@ def run_bench(script: str, *args: str) -> str:
 def test_train_speed_tiny():
     out = run_bench("train_speed.py", "--size", "tiny", "--iterations", "3", "--models", "sd15,sdxl",
                     "--device", "cpu")
-    assert re.search(r"^model\s+size\s+px\s+timed\s+mean k\s+calls/it\s+rows/it\s+s/it\s+s/it@k25", out, re.M), out
+    assert re.search(r"^model\s+size\s+px\s+timed\s+mean k\s+calls/it\s+rows/it\s+s/it\s+s/it@E\[k\]", out, re.M), out
     for model in ("sd15", "sdxl"):
         row = re.search(rf"^{model}\s+tiny\s+64\s+2\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s", out, re.M)
         assert row, out
@@ -47,15 +47,44 @@ def test_fidelity_runs_end_to_end_on_an_untrained_toy_model():
     # Code paths only (training, grids, prompt edits, official baseline, composition, table): the numbers of an
     # untrained model mean nothing.
     out = run_bench("fidelity.py", "--random-model", "--sliders", "size,colour,image_size", "--seeds", "2",
-                    "--alphas=-1,0,1", "--iterations", "1", "--steps", "2", "--train-steps", "2", "--pairs", "2")
+                    "--alphas=-1,0,1", "--iterations", "1", "--steps", "2", "--train-steps", "2", "--pairs", "2",
+                    "--start", "0.5")
     assert re.search(r"^slider\s+method\s+found\s+slope/α", out, re.M), out
     for slider, method in [("size", "prompt edit"), ("size", "oracle"), ("size", "ours"), ("size", "official"),
-                           ("colour", "oracle"), ("colour", "ours"), ("image_size", "ours")]:
+                           ("size", "ours s0.5"), ("colour", "oracle"), ("colour", "ours"), ("image_size", "ours")]:
         assert re.search(rf"^{slider}\s+{method}\s+{NUMBER}\s", out, re.M), (slider, method, out)
     # The oracle is measured on renders, so it means something even here: both shapes found, both grew (or
     # turned blue).
     for slider in ("size", "colour"):
         found, effect = re.search(rf"^{slider}\s+oracle\s+({NUMBER})\s+({NUMBER})\s", out, re.M).groups()
         assert float(found) == 1.0 and float(effect) > 0.05, (slider, out)
+    assert re.search(rf"^size\s+oracle\s+\[{NUMBER}\]\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", out, re.M), out
     assert not re.search(r"^image_size\s+official", out, re.M)  # image sliders have no official objective here
     assert re.search(r"^  size\s+\S+ / \S+ = \S+$", out, re.M) and re.search(r"^  colour\s", out, re.M), out
+
+
+def test_fidelity_compares_at_the_alpha_where_the_effect_matches_the_prompt_edits():
+    import numpy as np
+
+    from bench.fidelity import FEATURES, Grid
+
+    alphas = np.array([-1.0, 0.0, 1.0, 2.0])
+    seeds = 2
+    # Size (range 0.4) grows 0.1 per unit α: effects 0.25 per α; the x position drifts 0.032 per α (0.1 of its range).
+    values = {f: np.full((seeds, len(alphas)), 0.5) for f in FEATURES}
+    values["size"] = 0.3 + 0.1 * np.tile(alphas, (seeds, 1))
+    values["x"] = 0.5 + 0.032 * np.tile(alphas, (seeds, 1))
+    images = np.zeros((seeds, len(alphas), 32, 32, 3), dtype=np.float32)
+    images[:, :, 0, 0, 0] = np.tile(alphas, (seeds, 1))  # pixel change grows with |α|
+    grid = Grid(alphas, values, np.full((seeds, len(alphas)), "circle", dtype=object), images)
+
+    matched = grid.at_effect("size", 0.375)  # between α = 1 (0.25) and α = 2 (0.5): α = 1.5
+    assert matched["reached"] and matched["alpha"] == pytest.approx(1.5)
+    assert matched["effect"] == pytest.approx(0.375)
+    assert matched["by_feature"]["x"] == pytest.approx(0.15)  # 1.5 × 0.1
+    assert matched["interference"] == pytest.approx(0.15 / 4)  # x among the four other features
+    at_one, at_two = grid.change_at("size", 2)["structure"], grid.change_at("size", 3)["structure"]
+    assert matched["structure"] == pytest.approx((at_one + at_two) / 2)
+    assert grid.at_effect("size", 0.1)["alpha"] == pytest.approx(0.4)  # from α = 0, where nothing has changed
+    beyond = grid.at_effect("size", 0.9)  # never reached: reported at the largest α
+    assert not beyond["reached"] and beyond["alpha"] == 2.0 and beyond["effect"] == pytest.approx(0.5)
