@@ -7,8 +7,9 @@ of seeds × α with the same starting noise per seed, reads every attribute back
 * **effect**: slope of the target attribute against α (in units of the attribute's range per unit α)
   and Spearman ρ of α against the per-α mean (and over all images pooled);
 * **interference**: mean |change| of every other attribute from the α = 0 image, each over its range
-  (size, blueness, background, x, y) plus the rate of shape changes — at the α whose effect is closest
-  to the prompt edit's (matched effect), and at |α| = 3;
+  (size, blueness, background, x, y), also feature by feature, plus the rate of shape changes — at
+  matched effect (interpolated in α to where the slider's mean effect equals the prompt edit's) and at
+  |α| = 3;
 * **structure**: RMS pixel change from the α = 0 image (images in [0, 1]); LPIPS is not reported: no
   installable package ships its weights offline;
 * the same for **prompt editing** (the attribute's word put into the prompt, same noise) and for the
@@ -17,17 +18,24 @@ of seeds × α with the same starting noise per seed, reads every attribute back
   high word, measured the same way: what the measurements themselves couple (a bigger shape moves the
   measured border background, a darker background the measured colour), a floor no slider can go under;
 * **composition**: the text sliders all at once, each one's slope over its slope alone;
-* the trainer's **effect score** (cosine, gain) next to the measured slope.
+* the trainer's **effect score** (cosine, gain) next to the measured slope;
+* the UNet calls and seconds each slider took to train, to compare schedules (``--train-steps``,
+  ``--timesteps-per-trajectory``, ``--iterations``) at equal fidelity.
+
+Options for what a user can change: ``--preservation`` (the concepts of the preservation sum: the shapes,
+the position phrases, the other attributes' words, or none; η defaults to 6 / their number), ``--start``
+(an extra row with the sliders off for the first fraction of the steps, as the webui's slider start does).
 
 Sliders: ``size`` (tiny → huge), ``colour`` (red → blue, measured as the shape's blue − red), and
 ``background`` (dark → light) as text sliders with the three shapes as preservation concepts, and
 ``image_size``, an image slider from rendered small → large pairs.
 
     python bench/fidelity.py --model bench/toyworld/toy_t2i.safetensors          # the full benchmark
-    python bench/fidelity.py --random-model --seeds 2 --alphas -1,0,1 --iterations 2 --steps 4   # smoke run
+    python bench/fidelity.py --random-model --seeds 2 --alphas=-1,0,1 --iterations 2 --steps 4   # smoke run
 
 The committed ``bench/toyworld/toy_t2i.safetensors`` follows its captions' shape, colour, size and background (the
-README says how it was made); the full protocol takes about an hour on a 2-core CPU.
+README says how it was made, and gives the command of each table); the full protocol at 10 DDIM steps takes
+about 40 minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -183,6 +191,15 @@ class Grid:
         return previous | {"reached": False}
 
 
+def matched_change(grid: Grid, feature: str, wanted: float, how: str) -> dict[str, float]:
+    """The change at matched effect: interpolated in α, or at the positive α whose effect is nearest."""
+    if how == "interpolate":
+        return grid.at_effect(feature, wanted)
+    positive = [i for i, a in enumerate(grid.alphas) if a > 0] or [int(np.argmax(grid.alphas))]
+    column = min(positive, key=lambda i: abs(grid.change_at(feature, i)["effect"] - wanted))
+    return grid.change_at(feature, column) | {"alpha": float(grid.alphas[column]), "reached": True}
+
+
 def _mix(a: dict, b: dict, w: float) -> dict:
     """(1 − w)·a + w·b, key by key (nested dicts too)."""
     return {k: _mix(a[k], b[k], w) if isinstance(a[k], dict) else (1 - w) * a[k] + w * b[k] for k in a}
@@ -314,6 +331,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--start", type=float, default=0.0,
                         help="also generate with our sliders off for this fraction of the steps (the webui's "
                         "slider start), as an extra row")
+    parser.add_argument("--match", choices=("interpolate", "nearest"), default="interpolate",
+                        help="matched effect: interpolated in α, or the α of the grid nearest the edit's effect")
     parser.add_argument("--no-official", action="store_true", help="skip the official-objective baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
@@ -366,7 +385,8 @@ def main(argv: list[str] | None = None) -> None:
                     effect = grid.effect(spec.feature)
                     top = int(np.argmax(np.abs(alphas)))
                     rows.append((spec.name, label + (f" s{start:g}" if start else ""), effect,
-                                 grid.at_effect(spec.feature, edit["effect"]), grid.change_at(spec.feature, top),
+                                 matched_change(grid, spec.feature, edit["effect"], args.match),
+                                 grid.change_at(spec.feature, top),
                                  result.effect))
                 print(f"  {spec.name} ({label}) trained in {training_seconds:.0f} s ({stats.unet_calls} UNet calls, "
                       f"{stats.unet_rows} rows), done at {time.time() - began:.0f} s", flush=True)
@@ -383,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
                 composition.append((spec.name, both.effect(spec.feature)["slope"],
                                     alone.effect(spec.feature)["slope"]))
 
-    print_report(rows, composition, alphas)
+    print_report(rows, composition, alphas, args.match)
     print(f"\nfinished in {time.time() - began:.0f} s")
 
 
@@ -393,7 +413,7 @@ def matched_alpha(matched: dict) -> str:
     return f"{matched['alpha']:.2f}" if matched["reached"] else f">{matched['alpha']:g}"
 
 
-def print_report(rows, composition, alphas) -> None:
+def print_report(rows, composition, alphas, match: str = "interpolate") -> None:
     header = (f"{'slider':<11}{'method':<12}{'found':>6}{'slope/α':>9}{'ρ means':>9}{'ρ pooled':>9}"
               f"{'α@m':>6}{'effect@m':>10}{'interf@m':>10}{'shape@m':>9}{'struct@m':>10}{'interf@max':>11}{'struct@max':>11}"
               f"{'score cos':>10}{'score gain':>11}")
@@ -404,9 +424,10 @@ def print_report(rows, composition, alphas) -> None:
               f"{fmt(matched['shape_change'], 2):>9}{fmt(matched['structure']):>10}{fmt(top['interference']):>11}"
               f"{fmt(top['structure']):>11}{fmt(score.cosine if score else math.nan):>10}"
               f"{fmt(score.gain if score else math.nan):>11}")
+    how = ("interpolated in α between the two α that bracket it; '>3': never reached, given at the largest α"
+           if match == "interpolate" else "at the α of the grid whose mean effect is nearest")
     print("slope/α: change of the target feature per unit α, over its range; @m: at matched effect, where the mean "
-          "effect reaches the prompt edit's (interpolated in α between the two α that bracket it; '>3': never "
-          "reached, given at the largest α) (prompt edit: no word → high word; its slope column is that edit's "
+          f"effect reaches the prompt edit's ({how}) (prompt edit: no word → high word; its slope column is that edit's "
           f"effect; oracle: a render → the same render with the high word's value); @max: at |α| = {max(abs(alphas)):g}; "
           "interference: mean |change| of the other features over their ranges; shape: rate of shape changes; "
           "struct: RMS pixel change from α = 0. LPIPS: not available offline.")
