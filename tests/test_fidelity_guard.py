@@ -61,3 +61,22 @@ def test_a_short_size_slider_run_moves_size_in_order_and_little_else(toy_model):
     for column in (0, 2):
         change = grid.change_at("size", column)
         assert change["interference"] < 0.25, change  # colour, background, position about unchanged (0.10–0.14)
+
+
+def test_a_slider_start_holds_the_slider_off_for_the_first_steps(toy_model):
+    # Random-weight toy models saturate their pixels; the trained fixture shows a slider's change in uint8.
+    config = TrainConfig(name="size", prompts=[next(s for s in SLIDERS if s.name == "size").prompt], iterations=1,
+                         resolution=32, max_denoising_steps=4, rank=2)
+    network = SliderTrainer(ModelBackend(toy_model), config, effect_samples=0).train().network
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in network.unet.values():  # a slider strong enough to show in uint8 pixels
+            module.up.copy_(0.05 * torch.randn(module.up.shape, generator=generator))
+    noise = noise_for(2, 3)
+    prompts, alphas = ["a red circle", "a blue square"], np.array([1.0])
+    base = generate(toy_model, prompts, noise, alphas, [], steps=4, guidance=4.0)
+    always = generate(toy_model, prompts, noise, alphas, [network], steps=4, guidance=4.0)
+    late = generate(toy_model, prompts, noise, alphas, [network], steps=4, guidance=4.0, start=0.5)
+    never = generate(toy_model, prompts, noise, alphas, [network], steps=4, guidance=4.0, start=1.0)
+    assert np.array_equal(never, base)  # off for every step: the model's own images
+    assert not np.array_equal(always, base) and not np.array_equal(late, base) and not np.array_equal(late, always)

@@ -104,25 +104,8 @@ def test_train_lowers_loss_and_save_load_round_trip(tokenizer_dir, tmp_path):
         assert name == name2 and torch.equal(p, q), name
 
 
-def test_sampling_tells_the_engine_each_step_and_a_slider_start_holds_it_off(model):
-    from bench.fidelity import generate
 
+def test_sampling_tells_the_engine_each_step(model):
     seen = []
     model.sample(["a red circle"], steps=3, guidance=4.0, seed=0, on_step=lambda i, n: seen.append((i, n)))
     assert seen == [(0, 3), (1, 3), (2, 3)]
-
-    config = TrainConfig(name="size", prompts=[TextPrompt(target="", positive="large", negative="small")],
-                         iterations=1, resolution=32, max_denoising_steps=4, rank=2)
-    network = SliderTrainer(ModelBackend(model), config, effect_samples=0).train().network
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for module in network.unet.values():  # a slider strong enough to show in uint8 pixels
-            module.up.copy_(torch.randn(module.up.shape, generator=generator))
-    noise = torch.randn(2, 3, 32, 32, generator=generator)
-    prompts, alphas = ["a red circle", "a blue square"], np.array([1.0])
-    base = generate(model, prompts, noise, alphas, [], steps=4, guidance=4.0)
-    always = generate(model, prompts, noise, alphas, [network], steps=4, guidance=4.0)
-    late = generate(model, prompts, noise, alphas, [network], steps=4, guidance=4.0, start=0.5)
-    never = generate(model, prompts, noise, alphas, [network], steps=4, guidance=4.0, start=1.0)
-    assert np.array_equal(never, base)  # off for every step: the model's own images
-    assert not np.array_equal(always, base) and not np.array_equal(late, base) and not np.array_equal(late, always)
