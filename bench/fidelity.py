@@ -424,7 +424,8 @@ def print_report(rows, composition, alphas, match: str = "interpolate") -> None:
               f"{fmt(matched['shape_change'], 2):>9}{fmt(matched['structure']):>10}{fmt(top['interference']):>11}"
               f"{fmt(top['structure']):>11}{fmt(score.cosine if score else math.nan):>10}"
               f"{fmt(score.gain if score else math.nan):>11}")
-    how = ("interpolated in α between the two α that bracket it; '>3': never reached, given at the largest α"
+    how = (f"interpolated in α between the two α that bracket it; '>{max(alphas):g}': never reached, given at the "
+           "largest α"
            if match == "interpolate" else "at the α of the grid whose mean effect is nearest")
     print("slope/α: change of the target feature per unit α, over its range; @m: at matched effect, where the mean "
           f"effect reaches the prompt edit's ({how}) (prompt edit: no word → high word; its slope column is that edit's "
