@@ -415,12 +415,14 @@ def matched_alpha(matched: dict) -> str:
 
 def print_report(rows, composition, alphas, match: str = "interpolate") -> None:
     header = (f"{'slider':<11}{'method':<12}{'found':>6}{'slope/α':>9}{'ρ means':>9}{'ρ pooled':>9}"
-              f"{'α@m':>6}{'effect@m':>10}{'interf@m':>10}{'shape@m':>9}{'struct@m':>10}{'interf@max':>11}{'struct@max':>11}"
+              f"{'α@m':>6}{'effect@m':>10}{'interf@m':>10}{'shape@m':>9}{'struct@m':>10}{'interf@max':>11}"
+              f"{'struct@max':>11}"
               f"{'score cos':>10}{'score gain':>11}")
     print("\n" + header + "\n" + "-" * len(header))
     for name, label, effect, matched, top, score in rows:
         print(f"{name:<11}{label:<12}{fmt(effect['found'], 2):>6}{fmt(effect['slope']):>9}{fmt(effect['rho_means']):>9}"
-              f"{fmt(effect['rho_pooled']):>9}{matched_alpha(matched):>6}{fmt(matched['effect']):>10}{fmt(matched['interference']):>10}"
+              f"{fmt(effect['rho_pooled']):>9}{matched_alpha(matched):>6}{fmt(matched['effect']):>10}"
+              f"{fmt(matched['interference']):>10}"
               f"{fmt(matched['shape_change'], 2):>9}{fmt(matched['structure']):>10}{fmt(top['interference']):>11}"
               f"{fmt(top['structure']):>11}{fmt(score.cosine if score else math.nan):>10}"
               f"{fmt(score.gain if score else math.nan):>11}")
@@ -428,8 +430,9 @@ def print_report(rows, composition, alphas, match: str = "interpolate") -> None:
            "largest α"
            if match == "interpolate" else "at the α of the grid whose mean effect is nearest")
     print("slope/α: change of the target feature per unit α, over its range; @m: at matched effect, where the mean "
-          f"effect reaches the prompt edit's ({how}) (prompt edit: no word → high word; its slope column is that edit's "
-          f"effect; oracle: a render → the same render with the high word's value); @max: at |α| = {max(abs(alphas)):g}; "
+          f"effect reaches the prompt edit's ({how}) (prompt edit: no word → high word; its slope column is that "
+          "edit's effect; oracle: a render → the same render with the high word's value); "
+          f"@max: at |α| = {max(abs(alphas)):g}; "
           "interference: mean |change| of the other features over their ranges; shape: rate of shape changes; "
           "struct: RMS pixel change from α = 0. LPIPS: not available offline.")
     print("\ninterference by feature @m (mean |change| over the feature's range; the slider's own feature in brackets)")

@@ -23,8 +23,8 @@ With our loop an iteration is k CFG denoising calls (batch 2) + 1 frozen call (n
 (drawn uniformly from 1..49, mean 25), so the table also gives ``s/it@E[k]`` from a least-squares fit
 s = a + b·k over the timed iterations, at the schedule's mean k: the official figures are at k = 25.
 ``--schedule-steps 10`` (a 10-step DDIM schedule, mean k 5) and ``--timesteps-per-trajectory T`` time the
-cheaper schedules ``bench/fidelity.py`` compares; the speed-up column is only given for the official one. The first iteration or two
-are not timed (warm-up); the end-of-run effect score (a fixed cost per run, not per iteration) is
+cheaper schedules ``bench/fidelity.py`` compares; the speed-up column is only given for the official one.
+The first iteration or two are not timed (warm-up); the end-of-run effect score (a fixed cost per run, not per iteration) is
 skipped. Attention runs through PyTorch SDPA by default, as with the webui's SDP optimisation and the
 official measurement (``--attention default`` keeps ldm's own einsum attention in the SD1.5 UNet; the sgm
 UNet of ``tests/tiny_models`` uses SDPA either way).
@@ -71,11 +71,12 @@ from lib_sliders.training.trainer import SliderTrainer, TrainProgress  # noqa: E
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MODELS = {"sd15": "sd1", "sdxl": "sdxl"}
-MEAN_K = 25  # k = randint(1, 50): uniform over 1..49
 
 
 def expected_k(schedule_steps: int, per_trajectory: int) -> float:
-    """Mean denoising steps per iteration: the largest of ``per_trajectory`` distinct draws from 1..S−1."""
+    """Mean denoising steps per iteration: the largest of ``per_trajectory`` distinct draws from 1..S−1.
+
+    The official loop (S = 50, one draw) averages 25, where its timings were taken."""
     return per_trajectory * schedule_steps / (per_trajectory + 1)
 
 # Official train_lora.py / train_lora_xl.py on one H100 (bf16, SDPA, shipped configs): s/it at k = 25, peak memory.
@@ -298,7 +299,8 @@ def run_model(name: str, args, device: torch.device, dtype: torch.dtype) -> dict
         torch.cuda.reset_peak_memory_stats(device)
 
     config = TrainConfig(name="age", prompts=[AGE], rank=4, alpha=1.0, preset="noxattn", iterations=args.iterations,
-                         resolution=args.resolution, batch_size=1, seed=args.seed, max_denoising_steps=args.schedule_steps,
+                         resolution=args.resolution, batch_size=1, seed=args.seed,
+                         max_denoising_steps=args.schedule_steps,
                          precision={torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype],
                          gradient_checkpointing=args.gradient_checkpointing, bidirectional=args.bidirectional,
                          timesteps_per_trajectory=args.timesteps_per_trajectory)
@@ -333,7 +335,7 @@ def run_model(name: str, args, device: torch.device, dtype: torch.dtype) -> dict
         "model": name, "description": description, "build_s": build_seconds, "weights_gib": weights,
         "timed": len(timed), "skipped": skip, "k": sum(ks) / len(ks),
         "calls": sum(c for _, c, _ in timed) / len(timed), "rows": sum(r for _, _, r in timed) / len(timed),
-        "s_it": seconds, "s_it_k25": fit_at_k([(s, k) for (s, _, _), k in zip(timed, ks, strict=True)],
+        "s_it": seconds, "s_it_fit": fit_at_k([(s, k) for (s, _, _), k in zip(timed, ks, strict=True)],
                                               expected_k(args.schedule_steps, args.timesteps_per_trajectory)),
         "peak_gib": peak, "per_iteration": per_iteration, "graphs": trainer.stats.graphs,
         "replays": trainer.stats.graph_replays, "phases": phases.describe() if phases else None,
@@ -362,20 +364,20 @@ def print_table(results: list[dict], args, device: torch.device) -> None:
               f"{'s/it@E[k]':>10}{memory + ' GiB':>16}{'official s/it':>15}{'official mem':>14}{'speed-up':>10}")
     print("\n" + header)
     print("-" * len(header))
+    official_work = args.schedule_steps == 50 and args.timesteps_per_trajectory == 1
     for r in results:
         measured_at, official = official_for(r["model"], args.resolution)
-        at_25 = r["s_it_k25"]
-        official_work = args.schedule_steps == 50 and args.timesteps_per_trajectory == 1
-        comparable = (cuda and args.size == "full" and official and measured_at == args.resolution and at_25
+        fitted = r["s_it_fit"]
+        comparable = (cuda and args.size == "full" and official and measured_at == args.resolution and fitted
                       and official_work)
-        speed_up = f"{official[0] / at_25:.2f}×" if comparable else "–"
+        speed_up = f"{official[0] / fitted:.2f}×" if comparable else "–"
         print(f"{r['model']:<6}{args.size:>6}{args.resolution:>6}{r['timed']:>7}{r['k']:>8.1f}{r['calls']:>10.1f}"
-              f"{r['rows']:>9.1f}{r['s_it']:>9.3f}{(f'{at_25:.3f}' if at_25 else '–'):>10}{r['peak_gib']:>16.2f}"
+              f"{r['rows']:>9.1f}{r['s_it']:>9.3f}{(f'{fitted:.3f}' if fitted else '–'):>10}{r['peak_gib']:>16.2f}"
               f"{(f'{official[0]:.2f}' if official else '–'):>15}{(official[1] if official else '–'):>14}"
               f"{speed_up:>10}")
     print("\nofficial: train_lora(_xl).py on one H100, bf16, SDPA, shipped configs, s/it at k = 25 "
-          "(shared/reference/official-sliders.md); s/it@E[k]: fit at the schedule's mean k (25 for DDIM 50); speed-up = "
-          "official s/it ÷ ours at k = 25 (GPU, full size, same px, official schedule only; what a cheaper schedule "
+          "(shared/reference/official-sliders.md); s/it@E[k]: fit at the schedule's mean k (25 for DDIM 50); "
+          "speed-up = official s/it ÷ ours at k = 25 (GPU, full size, same px, official schedule only; what a cheaper schedule "
           "costs in fidelity is bench/fidelity.py's to say).")
     if not cuda:
         print("peak RSS is the whole process's high-water mark so far (model building included).")

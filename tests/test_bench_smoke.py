@@ -70,7 +70,7 @@ def test_fidelity_compares_at_the_alpha_where_the_effect_matches_the_prompt_edit
 
     alphas = np.array([-1.0, 0.0, 1.0, 2.0])
     seeds = 2
-    # Size (range 0.4) grows 0.1 per unit α: effects 0.25 per α; the x position drifts 0.032 per α (0.1 of its range).
+    # Size (range 0.4) grows 0.1 per unit α: effects 0.25 per α; x drifts 0.032 per α (0.1 of its range).
     values = {f: np.full((seeds, len(alphas)), 0.5) for f in FEATURES}
     values["size"] = 0.3 + 0.1 * np.tile(alphas, (seeds, 1))
     values["x"] = 0.5 + 0.032 * np.tile(alphas, (seeds, 1))

@@ -104,7 +104,6 @@ def test_train_lowers_loss_and_save_load_round_trip(tokenizer_dir, tmp_path):
         assert name == name2 and torch.equal(p, q), name
 
 
-
 def test_sampling_tells_the_engine_each_step(model):
     seen = []
     model.sample(["a red circle"], steps=3, guidance=4.0, seed=0, on_step=lambda i, n: seen.append((i, n)))

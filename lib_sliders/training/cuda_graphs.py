@@ -31,8 +31,8 @@ import torch
 # (H200, SD1.5 and SDXL, bf16), once the timestep embedding is computed bit for bit as the model's own
 # (``capturable_timestep_embedding``). Before that, one differing bit in the embedding grew through a bf16
 # UNet into a 1.5e-2 relative difference: the size of all bf16 rounding (a timestep 100 off moved ε by 0.16 on
-# the random-weight SD1.5, so a small baked-in error hides under a loose tolerance). So the check is tight: a replay further than this (relative L2) from an
-# ordinary call is not used, whatever the precision; at worst a setup whose kernels differ under capture
+# the random-weight SD1.5, so a small baked-in error hides under a loose tolerance). So the check is tight: a
+# replay further than this (relative L2) from an ordinary call is not used, whatever the precision; at worst a setup whose kernels differ under capture
 # trains without graphs.
 REPLAY_TOLERANCE = 1e-3
 
