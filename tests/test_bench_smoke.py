@@ -88,3 +88,28 @@ def test_fidelity_compares_at_the_alpha_where_the_effect_matches_the_prompt_edit
     assert grid.at_effect("size", 0.1)["alpha"] == pytest.approx(0.4)  # from α = 0, where nothing has changed
     beyond = grid.at_effect("size", 0.9)  # never reached: reported at the largest α
     assert not beyond["reached"] and beyond["alpha"] == 2.0 and beyond["effect"] == pytest.approx(0.5)
+
+
+def test_fidelity_saves_its_sliders_and_remeasures_them_without_training(tmp_path):
+    # Captions as training prompts too; the second run reads the first run's files and must report the same slider.
+    common = ["--random-model", "--sliders", "size", "--seeds", "2", "--alphas=-1,0,1", "--iterations", "1",
+              "--steps", "2", "--train-steps", "2", "--no-official", "--training-prompts", "captions", "--captions",
+              "2", "--sliders-dir", str(tmp_path)]
+    first = run_bench("fidelity.py", *common)
+    assert "size (ours) trained in" in first and (tmp_path / "size-ours.safetensors").is_file(), first
+    second = run_bench("fidelity.py", *common)
+    assert f"size (ours) read from {tmp_path / 'size-ours.safetensors'}" in second, second
+    row = re.compile(r"^size\s+ours\s+.*$", re.M)
+    assert row.search(first).group(0) == row.search(second).group(0), (first, second)
+
+
+def test_fidelity_verdicts_need_a_prompt_edit_that_changes_something():
+    import math
+
+    from bench.fidelity import at_least, fraction_of
+
+    assert fraction_of(0.0, 0.0, 1 / 3).startswith("not measured")  # a random model: no shape, nothing changes
+    assert fraction_of(math.nan, 0.3, 1 / 3).startswith("not measured")
+    assert fraction_of(0.09, 0.3, 1 / 3) == "met" and fraction_of(0.11, 0.3, 1 / 3) == "NOT met"
+    assert at_least(0.96, 0.95) == "met" and at_least(0.9, 0.95) == "NOT met"
+    assert at_least(math.nan, 0.95) == "not measured"
