@@ -51,7 +51,8 @@ def test_fidelity_runs_end_to_end_on_an_untrained_toy_model():
                     "--start", "0.5")
     assert re.search(r"^slider\s+method\s+found\s+slope/α", out, re.M), out
     for slider, method in [("size", "prompt edit"), ("size", "oracle"), ("size", "ours"), ("size", "official"),
-                           ("size", "ours s0.5"), ("colour", "oracle"), ("colour", "ours"), ("image_size", "ours")]:
+                           ("size", "ours s0.5"), ("size", "prompt edit s0.5"), ("colour", "oracle"),
+                           ("colour", "ours"), ("image_size", "ours")]:
         assert re.search(rf"^{slider}\s+{method}\s+{NUMBER}\s", out, re.M), (slider, method, out)
     # The oracle is measured on renders, so it means something even here: both shapes found, both grew (or
     # turned blue).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -108,3 +110,18 @@ def test_sampling_tells_the_engine_each_step(model):
     seen = []
     model.sample(["a red circle"], steps=3, guidance=4.0, seed=0, on_step=lambda i, n: seen.append((i, n)))
     assert seen == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_prompt_switch_conditions_on_the_later_prompt_from_its_step_on():
+    # The trained fixture: a random model's images saturate, and half a run of another prompt can vanish in them.
+    fixture = os.path.join(os.path.dirname(__file__), "..", "bench", "toyworld", "toy_t2i.safetensors")
+    trained = ToyPixelDiffusion.from_file(fixture).eval().requires_grad_(False)
+
+    def sample(prompt, switch=None):
+        return trained.sample([prompt], steps=4, guidance=4.0, seed=0, switch=switch)
+
+    red, blue = sample("a red circle"), sample("a blue circle")
+    assert np.array_equal(sample("a red circle", (0, ["a blue circle"])), blue)  # from the first step: the edit
+    assert np.array_equal(sample("a red circle", (4, ["a blue circle"])), red)  # after the last step: never
+    halfway = sample("a red circle", (2, ["a blue circle"]))
+    assert not np.array_equal(halfway, red) and not np.array_equal(halfway, blue)

@@ -180,12 +180,15 @@ class ToyPixelDiffusion(torch.nn.Module):
     @torch.no_grad()
     def sample(self, prompts: list[str], steps: int = 20, guidance: float = 4.0, seed: int = 0,
                negative: str = "", noise: torch.Tensor | None = None,
-               on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
+               on_step: Callable[[int, int], None] | None = None,
+               switch: tuple[int, list[str]] | None = None) -> np.ndarray:
         """DDIM (η=0) with classifier-free guidance → uint8 ``N×32×32×3``.
 
         ``noise`` (``N×3×32×32``) replaces the seeded draw, e.g. to give several prompts the same start.
         The UNet sees the rows as [conditional ×N, unconditional ×N]. ``on_step(i, steps)`` runs before
-        each step, as the webui's sampler tells the slider engine where it is (``SliderEngine.set_step``)."""
+        each step, as the webui's sampler tells the slider engine where it is (``SliderEngine.set_step``).
+        ``switch = (i, later)``: from step i on, condition on the prompts ``later`` instead (the webui's prompt
+        editing, ``[before:after:when]``)."""
         from lib_sliders.training.schedule import ddim_step, ddim_timesteps
 
         device = self.device
@@ -200,6 +203,8 @@ class ToyPixelDiffusion(torch.nn.Module):
         for i, t in enumerate(timesteps):
             if on_step is not None:
                 on_step(i, len(timesteps))
+            if switch is not None and i == switch[0]:
+                cond = self.get_learned_conditioning(list(switch[1]))
             tt = torch.full((len(prompts),), t, device=device, dtype=torch.long)
             eps_c, eps_u = self.apply_model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, uncond])).chunk(2)
             eps = eps_u + guidance * (eps_c - eps_u)
