@@ -22,9 +22,13 @@ of seeds × α with the same starting noise per seed, reads every attribute back
 * the UNet calls and seconds each slider took to train, to compare schedules (``--train-steps``,
   ``--timesteps-per-trajectory``, ``--iterations``) at equal fidelity.
 
-Options for what a user can change: ``--preservation`` (the concepts of the preservation sum: the shapes,
-the position phrases, the other attributes' words, or none; η defaults to 6 / their number), ``--start``
-(an extra row with the sliders off for the first fraction of the steps, as the webui's slider start does).
+Options for what a user can change: ``--training-prompts`` (``words``: the attribute's words, e.g. "huge" /
+"tiny", with a preservation sum; ``captions``: whole captions of other scenes with the words put in, one prompt
+entry each), ``--preservation`` (the concepts of the preservation sum: the shapes, the position phrases, the other
+attributes' words, or none; η defaults to 6 / their number), ``--start`` (extra rows with the sliders off for the
+first fraction of the steps, as the webui's slider start and the official inference's ``start_noise`` do, and
+with the edited prompt from that step on, the webui's ``[caption:edited caption:start]``). ``--sliders-dir``
+keeps the trained sliders, so a later run re-measures them (other seeds, α or start) without training.
 
 Sliders: ``size`` (tiny → huge), ``colour`` (red → blue, measured as the shape's blue − red), and
 ``background`` (dark → light) as text sliders with the three shapes as preservation concepts, and
@@ -338,16 +342,35 @@ def trained_or_saved(model, spec: SliderSpec, args, official: bool, pair_dir: st
     """(network, effect score, training stats): trained, or read back from ``--sliders-dir`` when a file of
     that name is there (stats None)."""
     path = saved_path(args, spec, label) if args.sliders_dir else None
+    settings = training_settings(args, spec, official)
     if path and os.path.exists(path):
-        return *read_network(path), None
+        network, score, saved_settings = read_network(path)
+        if saved_settings != settings:
+            differ = sorted(k for k in settings.keys() | saved_settings.keys()
+                            if settings.get(k) != saved_settings.get(k))
+            raise SystemExit(f"{path}: trained with other settings ({', '.join(differ)}); "
+                             "remove it or choose another --sliders-dir")
+        return network, score, None
     result, stats = train_slider(model, spec, args, official, pair_dir)
     if path:
         os.makedirs(args.sliders_dir, exist_ok=True)
-        write_network(result.network, result.effect, path)
+        write_network(result.network, result.effect, settings, path)
     return result.network, result.effect, stats
 
 
-def write_network(network: SliderNetwork, score: EffectScore | None, path: str) -> None:
+def training_settings(args, spec: SliderSpec, official: bool) -> dict:
+    """What decides a trained slider, to tell a stored one made otherwise from the one this run would train."""
+    names = ["iterations", "rank", "train_steps", "seed"]
+    if spec.prompt is None:
+        names += ["image_lr", "image_batch", "pairs"]
+    else:
+        names += ["lr"]
+        if not official:
+            names += ["timesteps_per_trajectory", "training_prompts", "preservation", "eta", "captions"]
+    return {name: getattr(args, name) for name in names}
+
+
+def write_network(network: SliderNetwork, score: EffectScore | None, settings: dict, path: str) -> None:
     """The bench's own store, keyed by the toy UNet's module paths in fp32 (the toy UNet has no kohya key
     layout), so a re-measurement sees the very weights the first run measured."""
     tensors = {}
@@ -356,12 +379,12 @@ def write_network(network: SliderNetwork, score: EffectScore | None, path: str) 
         tensors[f"{module_path}.up"] = module.up.detach().float().contiguous()
         tensors[f"{module_path}.alpha"] = torch.tensor(float(module.alpha))
     metadata = {"name": network.name, "arch": ",".join(sorted(network.arch)),
-                "effect": json.dumps(score.to_dict() if score else None)}
+                "effect": json.dumps(score.to_dict() if score else None), "settings": json.dumps(settings)}
     save_file(tensors, path + ".partial", metadata=metadata)
     os.replace(path + ".partial", path)  # a run stopped while writing leaves no file that looks complete
 
 
-def read_network(path: str) -> tuple[SliderNetwork, EffectScore | None]:
+def read_network(path: str) -> tuple[SliderNetwork, EffectScore | None, dict]:
     with safe_open(path, "pt") as file:
         metadata = file.metadata()
         tensors = {key: file.get_tensor(key) for key in file.keys()}
@@ -370,7 +393,7 @@ def read_network(path: str) -> tuple[SliderNetwork, EffectScore | None]:
     stored = json.loads(metadata["effect"])
     score = EffectScore(**{k: v for k, v in stored.items() if k != "does_nothing"}) if stored else None
     arch = frozenset(a for a in metadata["arch"].split(",") if a)
-    return SliderNetwork(metadata["name"], unet=unet, arch=arch, source=path), score
+    return SliderNetwork(metadata["name"], unet=unet, arch=arch, source=path), score, json.loads(metadata["settings"])
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -496,13 +519,13 @@ def matched_alpha(matched: dict) -> str:
 
 
 def print_report(rows, composition, alphas, match: str = "interpolate") -> None:
-    header = (f"{'slider':<11}{'method':<12}{'found':>6}{'slope/α':>9}{'ρ means':>9}{'ρ pooled':>9}"
+    header = (f"{'slider':<11}{'method':<17}{'found':>6}{'slope/α':>9}{'ρ means':>9}{'ρ pooled':>9}"
               f"{'α@m':>6}{'effect@m':>10}{'interf@m':>10}{'shape@m':>9}{'struct@m':>10}{'interf@max':>11}"
               f"{'struct@max':>11}"
               f"{'score cos':>10}{'score gain':>11}")
     print("\n" + header + "\n" + "-" * len(header))
     for name, label, effect, matched, top, score in rows:
-        print(f"{name:<11}{label:<12}{fmt(effect['found'], 2):>6}{fmt(effect['slope']):>9}{fmt(effect['rho_means']):>9}"
+        print(f"{name:<11}{label:<17}{fmt(effect['found'], 2):>6}{fmt(effect['slope']):>9}{fmt(effect['rho_means']):>9}"
               f"{fmt(effect['rho_pooled']):>9}{matched_alpha(matched):>6}{fmt(matched['effect']):>10}"
               f"{fmt(matched['interference']):>10}"
               f"{fmt(matched['shape_change'], 2):>9}{fmt(matched['structure']):>10}{fmt(top['interference']):>11}"
@@ -518,12 +541,12 @@ def print_report(rows, composition, alphas, match: str = "interpolate") -> None:
           "interference: mean |change| of the other features over their ranges; shape: rate of shape changes; "
           "struct: RMS pixel change from α = 0. LPIPS: not available offline.")
     print("\ninterference by feature @m (mean |change| over the feature's range; the slider's own feature in brackets)")
-    print(f"{'slider':<11}{'method':<12}" + "".join(f"{f:>12}" for f in FEATURES))
+    print(f"{'slider':<11}{'method':<17}" + "".join(f"{f:>12}" for f in FEATURES))
     for name, label, _, matched, _, _ in rows:
         target = next(s.feature for s in SLIDERS if s.name == name)
         cells = [(f"[{fmt(matched['by_feature'][f])}]" if f == target else fmt(matched["by_feature"][f]))
                  for f in FEATURES]
-        print(f"{name:<11}{label:<12}" + "".join(f"{c:>12}" for c in cells))
+        print(f"{name:<11}{label:<17}" + "".join(f"{c:>12}" for c in cells))
     ratios = {}
     if composition:
         print("\ncomposition (the text sliders at once, same α): slope together / slope alone")
@@ -542,7 +565,7 @@ def print_report(rows, composition, alphas, match: str = "interpolate") -> None:
                   "structure": fraction_of(ours["structure"], edits[name]["structure"], 1 / 2)}
         if name in ratios and label == "ours":
             checks["composition"] = at_least(-abs(ratios[name] - 1), -0.2)
-        print(f"  {name:<11}{label:<12}" + ", ".join(f"{k} {verdict}" for k, verdict in checks.items()))
+        print(f"  {name:<11}{label:<17}" + ", ".join(f"{k} {verdict}" for k, verdict in checks.items()))
 
 
 def at_least(value: float, bound: float) -> str:

@@ -102,6 +102,10 @@ def test_fidelity_saves_its_sliders_and_remeasures_them_without_training(tmp_pat
     assert f"size (ours) read from {tmp_path / 'size-ours.safetensors'}" in second, second
     row = re.compile(r"^size\s+ours\s+.*$", re.M)
     assert row.search(first).group(0) == row.search(second).group(0), (first, second)
+    # A stored slider made with other settings is refused, naming the file and what differs.
+    other = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "fidelity.py"), *common, "--captions", "3",
+                            "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert other.returncode != 0 and "size-ours.safetensors: trained with other settings (captions)" in other.stderr
 
 
 def test_fidelity_verdicts_need_a_prompt_edit_that_changes_something():
