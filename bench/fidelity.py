@@ -332,8 +332,7 @@ def prompt_edit(model, attributes, spec: SliderSpec, noise, base: np.ndarray, ar
     edits = []
     for word in spec.edit:
         edited = [caption_without(a, spec.drop, word) for a in attributes]
-        images = model.sample(edited if first == 0 else prompts, steps=args.steps, guidance=args.guidance,
-                              noise=noise, switch=(first, edited) if first else None)
+        images = model.sample(prompts, steps=args.steps, guidance=args.guidance, noise=noise, switch=(first, edited))
         edits.append(images[:, None])
     return Grid.of(np.array([-1.0, 0.0, 1.0]), np.concatenate([edits[0], base, edits[1]], 1))
 
