@@ -65,6 +65,7 @@ from bench.toyworld import world  # noqa: E402
 from bench.toyworld.model import ToyPixelDiffusion  # noqa: E402
 from lib_sliders.engine import ActiveSlider, SliderEngine  # noqa: E402
 from lib_sliders.lora import LoraModule, SliderNetwork  # noqa: E402
+from lib_sliders.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
 from lib_sliders.training.backend import ModelBackend  # noqa: E402
 from lib_sliders.training.config import ImagePair, TextPrompt, TrainConfig  # noqa: E402
 from lib_sliders.training.effect import EffectScore  # noqa: E402
@@ -278,7 +279,7 @@ def generate(model: ToyPixelDiffusion, prompts: list[str], noise: torch.Tensor, 
 
 
 def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str) -> tuple[TrainResult, TrainStats]:
-    common = dict(name=spec.name, iterations=args.iterations, resolution=32, rank=args.rank,
+    common = dict(name=spec.name, iterations=args.iterations, resolution=32, rank=args.rank, preset=args.preset,
                   max_denoising_steps=args.train_steps, seed=args.seed)
     if spec.prompt is not None and not official:
         common["timesteps_per_trajectory"] = args.timesteps_per_trajectory
@@ -359,7 +360,7 @@ def trained_or_saved(model, spec: SliderSpec, args, official: bool, pair_dir: st
 
 def training_settings(args, spec: SliderSpec, official: bool) -> dict:
     """What decides a trained slider, to tell a stored one made otherwise from the one this run would train."""
-    names = ["iterations", "rank", "train_steps", "seed"]
+    names = ["iterations", "rank", "preset", "train_steps", "seed"]
     if spec.prompt is None:
         names += ["image_lr", "image_batch", "pairs"]
     else:
@@ -413,6 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timesteps-per-trajectory", type=int, default=1,
                         help="training points per denoising trajectory, ours (1 = the official loop's one)")
     parser.add_argument("--rank", type=int, default=4)
+    parser.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, help="layers the sliders train")
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--image-lr", type=float, default=1e-4)
     parser.add_argument("--image-batch", type=int, default=1, help="batch size of the image slider")
