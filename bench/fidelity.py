@@ -324,11 +324,11 @@ def saved_path(args, spec: SliderSpec, label: str) -> str:
     return os.path.join(args.sliders_dir, f"{spec.name}-{label}.safetensors")
 
 
-def prompt_edit(model, attributes, spec: SliderSpec, noise, base: np.ndarray, args, start: float) -> Grid:
+def prompt_edit(model, attributes, prompts: list[str], spec: SliderSpec, noise, base: np.ndarray, args,
+                start: float) -> Grid:
     """Prompt editing as a grid at "α" −1, 0, 1: the low and the high word put into each seed's prompt, same noise,
     no slider; with ``start``, only from the step where a slider with that start turns on (the webui's
     ``[caption:edited caption:start]``)."""
-    prompts = [caption_without(a, spec.drop) for a in attributes]
     first = next((i for i in range(args.steps) if start <= i / args.steps), args.steps)  # SliderEngine's gate
     edits = []
     for word in spec.edit:
@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--training-prompts", choices=("words", "captions"), default="words",
                         help="our text sliders' prompts: the attribute's words with the preservation set, or "
                         "--captions whole captions with the words put in")
-    parser.add_argument("--captions", type=int, default=32, help="captions of --training-prompts captions")
+    parser.add_argument("--captions", type=int, default=32, help="how many captions --training-prompts captions trains on")
     parser.add_argument("--eta", type=float, default=None,
                         help="guidance η of our text sliders (default: 6 / number of preservation concepts, "
                         "i.e. 2 with the three shapes)")
@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
             base = generate(model, prompts, noise, np.zeros(1), [], args.steps, args.guidance)
             edit = None
             for start in [0.0] + ([args.start] if args.start else []):
-                edit_grid = prompt_edit(model, attributes, spec, noise, base, args, start)
+                edit_grid = prompt_edit(model, attributes, prompts, spec, noise, base, args, start)
                 change = edit_grid.change_at(spec.feature, 2)
                 edit = edit or change  # the targets are against the plain edit: the word in the prompt throughout
                 rows.append((spec.name, "prompt edit" + (f" s{start:g}" if start else ""),
