@@ -27,7 +27,9 @@ Options for what a user can change: ``--training-prompts`` (``words``: the attri
 entry each), ``--preservation`` (the concepts of the preservation sum: the shapes, the position phrases, the other
 attributes' words, or none; η defaults to 6 / their number), ``--start`` (extra rows with the sliders off for the
 first fraction of the steps, as the webui's slider start and the official inference's ``start_noise`` do, and
-with the edited prompt from that step on, the webui's ``[caption:edited caption:start]``). ``--sliders-dir``
+with the edited prompt from that step on, the webui's ``[caption:edited caption:start]``); both options take one
+value for every slider or ``name=value`` pairs, the composition runs each slider from its own start, and ``--start
+auto`` takes the start our trainer estimates from the model and saves in a slider's file. ``--sliders-dir``
 keeps the trained sliders, so a later run re-measures them (other seeds, α or start) without training.
 
 Sliders: ``size`` (tiny → huge), ``colour`` (red → blue, measured as the shape's blue − red), and
@@ -69,7 +71,8 @@ from lib_sliders.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
 from lib_sliders.training.backend import ModelBackend  # noqa: E402
 from lib_sliders.training.config import ImagePair, TextPrompt, TrainConfig  # noqa: E402
 from lib_sliders.training.effect import EffectScore  # noqa: E402
-from lib_sliders.training.trainer import SliderTrainer, TrainResult, TrainStats  # noqa: E402
+from lib_sliders.training.start_estimate import estimate_start  # noqa: E402
+from lib_sliders.training.trainer import START_SEED_OFFSET, SliderTrainer, TrainResult, TrainStats  # noqa: E402
 
 # Continuous features read from an image, and the span each is normalised by (its range in the world).
 FEATURES = {"size": 0.4, "blueness": 1.6, "background": 0.8, "x": 0.32, "y": 0.32}
@@ -256,9 +259,10 @@ def noise_for(seeds: int, seed: int) -> torch.Tensor:
 
 
 def generate(model: ToyPixelDiffusion, prompts: list[str], noise: torch.Tensor, alphas: np.ndarray,
-             networks: list, steps: int, guidance: float, start: float = 0.0) -> np.ndarray:
+             networks: list, steps: int, guidance: float, start: float | list[float] = 0.0) -> np.ndarray:
     """uint8 images [seeds, alphas, 32, 32, 3]: each seed's prompt and noise at every α (every network at α,
-    from the fraction ``start`` of the steps on: the webui's slider start)."""
+    from the fraction ``start`` of the steps on, the webui's slider start; a list gives each network its own)."""
+    starts = start if isinstance(start, list) else [start] * len(networks)
     seeds, count = len(prompts), len(alphas)
     rows = [p for p in prompts for _ in range(count)]
     first = noise.repeat_interleave(count, dim=0)
@@ -267,7 +271,8 @@ def generate(model: ToyPixelDiffusion, prompts: list[str], noise: torch.Tensor, 
         if networks:
             column = torch.tensor(np.tile(alphas, seeds), dtype=torch.float32)
             # The sampler's UNet rows are [conditional ×N, unconditional ×N]: the slider acts on both.
-            engine.apply([ActiveSlider(net, torch.cat([column, column]), start=start) for net in networks])
+            engine.apply([ActiveSlider(net, torch.cat([column, column]), start=begin)
+                          for net, begin in zip(networks, starts, strict=True)])
         images = model.sample(rows, steps=steps, guidance=guidance, noise=first,
                               on_step=engine.set_step if networks else None)
     finally:
@@ -300,7 +305,7 @@ def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str) -
         config = TrainConfig(prompts=[prompt], lr=args.lr, bidirectional=False, **common)
     else:
         config = TrainConfig(prompts=our_prompts(spec, args), lr=args.lr, bidirectional=True, **common)
-    trainer = SliderTrainer(ModelBackend(model), config, effect_samples=4)
+    trainer = SliderTrainer(ModelBackend(model), config, effect_samples=4, start_samples=0)  # no file to save it in
     result = trainer.train()
     return result, trainer.stats
 
@@ -308,7 +313,7 @@ def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str) -
 def our_prompts(spec: SliderSpec, args) -> list[TextPrompt]:
     """Our text slider's prompt entries: the attribute's words with a preservation set (``words``), or whole
     captions of scenes the benchmark does not generate, each with the low and the high word put in (``captions``)."""
-    if args.training_prompts == "words":
+    if args.training_prompts[spec.name] == "words":
         concepts = PRESERVATION[args.preservation](spec.drop)
         eta = args.eta if args.eta is not None else DEFAULT_TOTAL_GUIDANCE / max(1, len(concepts))
         return [replace(spec.prompt, preservation=concepts, guidance=eta)]
@@ -318,6 +323,20 @@ def our_prompts(spec: SliderSpec, args) -> list[TextPrompt]:
     low, high = spec.edit
     return [TextPrompt(target=caption_without(a, spec.drop), positive=caption_without(a, spec.drop, high),
                        negative=caption_without(a, spec.drop, low), guidance=eta) for a in scenes]
+
+
+def estimated_start(model, spec: SliderSpec, args) -> float:
+    """The start our trainer saves in a text slider's file (same probe, prompts and seed); 0 for an image slider."""
+    if spec.prompt is None:
+        print(f"  {spec.name}: start 0 (an image slider has no prompts to estimate a start from)")
+        return 0.0
+    backend = ModelBackend(model)
+    estimate = estimate_start(backend.predict_eps, backend.encode_prompts, backend.alphas_cumprod,
+                              our_prompts(spec, args), (3, 32, 32),
+                              torch.Generator().manual_seed(args.seed + START_SEED_OFFSET))
+    print(f"  {spec.name}: {estimate.summary()} (open share by start: "
+          f"{', '.join(f'{v:.2f}' for v in estimate.open_share)})", flush=True)
+    return estimate.start
 
 
 def saved_path(args, spec: SliderSpec, label: str) -> str:
@@ -367,7 +386,8 @@ def training_settings(args, spec: SliderSpec, official: bool) -> dict:
         names += ["lr"]
         if not official:
             names += ["timesteps_per_trajectory", "training_prompts", "preservation", "eta", "captions"]
-    return {name: getattr(args, name) for name in names}
+    values = {name: getattr(args, name) for name in names}
+    return {name: value[spec.name] if isinstance(value, dict) else value for name, value in values.items()}
 
 
 def write_network(network: SliderNetwork, score: EffectScore | None, settings: dict, path: str) -> None:
@@ -390,6 +410,9 @@ def read_network(path: str) -> tuple[SliderNetwork, EffectScore | None, dict]:
         tensors = {key: file.get_tensor(key) for key in file.keys()}
     paths = sorted({key.rsplit(".", 1)[0] for key in tensors})
     unet = {p: LoraModule(tensors[f"{p}.down"], tensors[f"{p}.up"], float(tensors[f"{p}.alpha"])) for p in paths}
+    if "settings" not in metadata:
+        raise SystemExit(f"{path}: no training settings stored (written by an older fidelity.py): delete it, or "
+                         "choose another --sliders-dir")
     stored = json.loads(metadata["effect"])
     score = EffectScore(**{k: v for k, v in stored.items() if k != "does_nothing"}) if stored else None
     arch = frozenset(a for a in metadata["arch"].split(",") if a)
@@ -425,16 +448,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sliders", default=",".join(s.name for s in SLIDERS))
     parser.add_argument("--preservation", choices=sorted(PRESERVATION), default="shapes",
                         help="preservation concepts of our text sliders")
-    parser.add_argument("--training-prompts", choices=("words", "captions"), default="words",
-                        help="our text sliders' prompts: the attribute's words with the preservation set, or "
-                        "--captions whole captions with the words put in")
+    parser.add_argument("--training-prompts", default="words",
+                        help="our text sliders' prompts: 'words' (the attribute's words with the preservation set) or "
+                        "'captions' (--captions whole captions with the words put in); per slider as "
+                        "'size=captions,colour=words' (the rest: words)")
     parser.add_argument("--captions", type=int, default=32, help="how many captions --training-prompts captions trains on")
     parser.add_argument("--eta", type=float, default=None,
                         help="guidance η of our text sliders (default: 6 / number of preservation concepts, "
                         "i.e. 2 with the three shapes)")
-    parser.add_argument("--start", type=float, default=0.0,
+    parser.add_argument("--start", default="0",
                         help="also generate with our sliders off for this fraction of the steps (the webui's "
-                        "slider start), as an extra row")
+                        "slider start), as an extra row; 'auto': the start the trainer estimates from the model; "
+                        "per slider as 'colour=0.6,size=auto' (the rest: 0). The composition runs each slider "
+                        "from its start")
     parser.add_argument("--match", choices=("interpolate", "nearest"), default="interpolate",
                         help="matched effect: interpolated in α, or the α of the grid nearest the edit's effect")
     parser.add_argument("--sliders-dir", default=None,
@@ -444,6 +470,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
+    names = [s.name for s in SLIDERS]
+    try:
+        args.training_prompts = per_slider(args.training_prompts, training_prompts_kind, names, "words")
+        args.start = per_slider(args.start, start_fraction, names, 0.0)
+    except ValueError as error:
+        parser.error(str(error))
     if args.threads:
         torch.set_num_threads(args.threads)
     alphas = np.array([float(a) for a in args.alphas.split(",")])
@@ -465,10 +497,12 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as pair_dir:
         for spec in chosen:
             prompts = [caption_without(a, spec.drop) for a in attributes]
+            if args.start[spec.name] is None:
+                args.start[spec.name] = estimated_start(model, spec, args)
             variants = [("ours", False)] + ([] if args.no_official or spec.prompt is None else [("official", True)])
             base = generate(model, prompts, noise, np.zeros(1), [], args.steps, args.guidance)
             edit = None
-            for start in [0.0] + ([args.start] if args.start else []):
+            for start in [0.0] + ([args.start[spec.name]] if args.start[spec.name] else []):
                 edit_grid = prompt_edit(model, attributes, prompts, spec, noise, base, args, start)
                 change = edit_grid.change_at(spec.feature, 2)
                 edit = edit or change  # the targets are against the plain edit: the word in the prompt throughout
@@ -484,13 +518,13 @@ def main(argv: list[str] | None = None) -> None:
                 training_seconds = time.time() - training_began
                 if label == "ours":
                     trained[spec.name] = network
-                starts = [0.0] + ([args.start] if args.start and label == "ours" else [])
+                starts = [0.0] + ([args.start[spec.name]] if args.start[spec.name] and label == "ours" else [])
                 for start in starts:
                     grid = Grid.of(alphas, generate(model, prompts, noise, alphas, [network], args.steps,
                                                     args.guidance, start))
                     effect = grid.effect(spec.feature)
                     top = int(np.argmax(np.abs(alphas)))
-                    rows.append((spec.name, label + (f" s{start:g}" if start else ""), effect,
+                    rows.append((spec.name, ours_label(start) if label == "ours" else label, effect,
                                  matched_change(grid, spec.feature, edit["effect"], args.match),
                                  grid.change_at(spec.feature, top), score))
                 how = (f"trained in {training_seconds:.0f} s ({stats.unet_calls} UNet calls, {stats.unet_rows} rows)"
@@ -501,12 +535,13 @@ def main(argv: list[str] | None = None) -> None:
         text = [s for s in chosen if s.prompt is not None and s.name in trained]
         if len(text) > 1:
             prompts = [caption_without(a, tuple(s.drop for s in text)) for a in attributes]
+            starts = [args.start[s.name] for s in text]
             both = Grid.of(alphas, generate(model, prompts, noise, alphas, [trained[s.name] for s in text],
-                                            args.steps, args.guidance))
-            for spec in text:
+                                            args.steps, args.guidance, starts))
+            for spec, start in zip(text, starts, strict=True):
                 alone = Grid.of(alphas, generate(model, prompts, noise, alphas, [trained[spec.name]], args.steps,
-                                                 args.guidance))
-                composition.append((spec.name, both.effect(spec.feature)["slope"],
+                                                 args.guidance, start))
+                composition.append((spec.name, start, both.effect(spec.feature)["slope"],
                                     alone.effect(spec.feature)["slope"]))
 
     print_report(rows, composition, alphas, args.match)
@@ -550,11 +585,12 @@ def print_report(rows, composition, alphas, match: str = "interpolate") -> None:
         print(f"{name:<11}{label:<17}" + "".join(f"{c:>12}" for c in cells))
     ratios = {}
     if composition:
-        print("\ncomposition (the text sliders at once, same α): slope together / slope alone")
-        for name, together, alone in composition:
+        print("\ncomposition (the text sliders at once, same α, each from its start): slope together / slope alone")
+        for name, start, together, alone in composition:
             ratio = together / alone if alone and np.isfinite(alone) and alone != 0 else math.nan
-            ratios[name] = ratio
-            print(f"  {name:<11} {fmt(together)} / {fmt(alone)} = {fmt(ratio, 2)}")
+            ratios[ours_label(start)] = ratios.get(ours_label(start), {}) | {name: ratio}
+            print(f"  {name:<11} {fmt(together)} / {fmt(alone)} = {fmt(ratio, 2)}" + (f" (start {start:g})" if start
+                                                                                     else ""))
     print("\ntargets (ours, and ours with the slider start): ρ ≥ 0.95; interference ≤ 1/3 and structure ≤ 1/2 of "
           "prompt editing's (the word in the prompt throughout) at matched effect; composition within 20 %")
     edits = {name: matched for name, label, _, matched, _, _ in rows if label == "prompt edit"}
@@ -564,9 +600,46 @@ def print_report(rows, composition, alphas, match: str = "interpolate") -> None:
         checks = {"ρ": at_least(effect["rho_means"], 0.95),
                   "interference": fraction_of(ours["interference"], edits[name]["interference"], 1 / 3),
                   "structure": fraction_of(ours["structure"], edits[name]["structure"], 1 / 2)}
-        if name in ratios and label == "ours":
-            checks["composition"] = at_least(-abs(ratios[name] - 1), -0.2)
+        if name in ratios.get(label, {}):
+            checks["composition"] = at_least(-abs(ratios[label][name] - 1), -0.2)
         print(f"  {name:<11}{label:<17}" + ", ".join(f"{k} {verdict}" for k, verdict in checks.items()))
+
+
+def ours_label(start: float) -> str:
+    return "ours" + (f" s{start:g}" if start else "")
+
+
+def per_slider(text: str, parse, names: list[str], default):
+    """A value for every slider from '<value>' (all of them) or 'name=value,…' (the rest: ``default``)."""
+    if "=" not in text:
+        value = parse(text)
+        return dict.fromkeys(names, value)
+    values = dict.fromkeys(names, default)
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        if name.strip() not in values:
+            raise ValueError(f"unknown slider {name.strip()!r} in {text!r} (sliders: {', '.join(names)})")
+        values[name.strip()] = parse(value.strip())
+    return values
+
+
+def training_prompts_kind(text: str) -> str:
+    if text not in ("words", "captions"):
+        raise ValueError(f"training prompts must be 'words' or 'captions', not {text!r}")
+    return text
+
+
+def start_fraction(text: str) -> float | None:
+    """A start as a fraction of the steps, or None for 'auto' (the trainer's estimate from the model)."""
+    if text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"a start must be a number, not {text!r}") from None
+    if not 0 <= value < 1:
+        raise ValueError(f"a start must be a fraction of the steps in [0, 1), not {text!r}")
+    return value
 
 
 def at_least(value: float, bound: float) -> str:

@@ -187,7 +187,7 @@ _CONFIG_KINDS = {
     "batch_size": "int", "seed": "int", "precision": "str", "gradient_checkpointing": "bool",
     "bidirectional": "bool", "max_denoising_steps": "int", "timesteps_per_trajectory": "int",
     "sampling_guidance": "float", "alpha_range": "float2",
-    "default_start": "float", "checkpoint_every": "int",
+    "default_start": "float", "estimate_start": "bool", "checkpoint_every": "int",
 }
 
 
@@ -296,6 +296,9 @@ class TrainConfig:
     sampling_guidance: float = 3.0  # CFG while denoising to the training latents (official: 3)
     alpha_range: tuple[float, float] = (-3.0, 3.0)  # recommended α range saved in the file
     default_start: float = 0.0  # recommended start (fraction of steps) saved in the file
+    # Text sliders: save the start estimated from the model instead (``start_estimate``); image sliders have no
+    # prompt pair to probe and keep ``default_start``.
+    estimate_start: bool = True
     checkpoint_every: int = 0  # iterations between resumable checkpoints; 0 = none
 
     def __post_init__(self) -> None:

@@ -36,10 +36,13 @@ from .cuda_graphs import GraphedCalls
 from .effect import EffectScore, measure_effect
 from .image_objective import ImageObjective
 from .offload import modules_on_cpu
+from .start_estimate import StartEstimate, estimate_start
 from .text_objective import TextObjective
 
 STATE_FORMAT = "sliders-training-state/2"
 EFFECT_SEED_OFFSET = 1_000_003  # held-out draws never coincide with training draws
+START_SEED_OFFSET = 2_000_029  # the start probe's noise likewise
+RESUMABLE_CHANGES = ("iterations", "estimate_start", "default_start", "alpha_range")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,12 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     effect: EffectScore | None = None
     held_out_loss: tuple[float, float] | None = None  # (before, after) training, when asked for
+    start_estimate: StartEstimate | None = None  # text sliders with ``estimate_start``
+
+    @property
+    def recommended_start(self) -> float:
+        """The start saved in the file: the estimate when there is one, else the config's ``default_start``."""
+        return self.start_estimate.start if self.start_estimate else self.config.default_start
 
 
 @dataclass
@@ -207,7 +216,7 @@ class SliderTrainer:
                  progress_every: int | None = None, held_out_draws: int = 0,
                  merge_for_sampling: bool | None = None, cuda_graphs: bool | None = None,
                  offload_encoders: bool | None = None, merge_backup_device: str | None = None,
-                 effect_samples: int = 4):
+                 effect_samples: int = 4, start_samples: int = 8):
         config.validate()
         step = resolution_step(backend)
         if config.resolution % step:
@@ -221,6 +230,8 @@ class SliderTrainer:
         self.progress_every = progress_every or max(1, config.iterations // 100)
         self.held_out_draws = held_out_draws  # > 0: measure the loss on fixed draws before and after
         self.effect_samples = effect_samples  # held-out draws for the effect score; 0 skips it
+        self.start_samples = start_samples  # noise draws of the start estimate; 0 skips it
+        self.start_estimate: StartEstimate | None = None
         # Merging pays off where the hooks' kernel launches dominate (GPU); on a CPU the merge costs more.
         self.merge_for_sampling = backend.device.type == "cuda" if merge_for_sampling is None else merge_for_sampling
         # The merged sampling calls replayed as CUDA graphs (on CUDA, by default; falls back by itself).
@@ -252,11 +263,15 @@ class SliderTrainer:
         backend, config = self.backend, self.config
         generator = torch.Generator().manual_seed(config.seed)
         network = new_slider_network(backend.unet, config, generator, backend.device)
-        engine.apply([ActiveSlider(network, 0.0)])
         channels = getattr(backend.unet, "in_channels", 4)
         side = config.resolution // getattr(backend, "latent_scale", 8)
-        run = _Run(backend, engine, generator, (channels, side, side),
-                   _autocast_dtype(config.precision, backend.dtype, backend.device), self.merge_for_sampling,
+        autocast_dtype = _autocast_dtype(config.precision, backend.dtype, backend.device)
+        # Before the slider is attached: the probe needs the base model, and its own generator keeps the
+        # training draws the same with the estimate on or off.
+        self.start_estimate = (self._estimate_start((channels, side, side), autocast_dtype)
+                               if config.mode == "text" and config.estimate_start and self.start_samples else None)
+        engine.apply([ActiveSlider(network, 0.0)])
+        run = _Run(backend, engine, generator, (channels, side, side), autocast_dtype, self.merge_for_sampling,
                    cuda_graphs=self.cuda_graphs, stats=self.stats, merge_backup_device=self.merge_backup_device)
         objective = TextObjective(backend, config, run) if config.mode == "text" else ImageObjective(backend, config, run)
         parameters = _parameters(network)
@@ -313,7 +328,20 @@ class SliderTrainer:
                   for path, m in network.unet.items()},
             arch=frozenset({detect_model_arch(backend.unet)}),
         )
-        return TrainResult(result_network, config, iteration, cancelled, losses, effect, held_out)
+        return TrainResult(result_network, config, iteration, cancelled, losses, effect, held_out, self.start_estimate)
+
+    def _estimate_start(self, latent_shape: tuple[int, int, int], autocast_dtype) -> StartEstimate:
+        backend, config = self.backend, self.config
+
+        def predict(x_t, t, cond):
+            if autocast_dtype is None:
+                return backend.predict_eps(x_t, t, cond)
+            with torch.autocast(backend.device.type, dtype=autocast_dtype):
+                return backend.predict_eps(x_t, t, cond)
+
+        generator = torch.Generator().manual_seed(config.seed + START_SEED_OFFSET)
+        return estimate_start(predict, backend.encode_prompts, backend.alphas_cumprod, config.prompts, latent_shape,
+                              generator, samples=self.start_samples, guidance=config.sampling_guidance)
 
     def held_out_loss(self, objective, run: _Run, seed: int) -> float:
         """Mean objective loss over fixed draws (the same draws for every call with the same seed)."""
@@ -375,8 +403,9 @@ class SliderTrainer:
         if metadata.get("format") != STATE_FORMAT or not isinstance(state, dict):
             raise SliderError(f"{path}: not a training checkpoint")
         saved, current = dict(state["config"]), self.config.to_dict()
-        saved.pop("iterations", None)
-        current.pop("iterations", None)
+        for key in RESUMABLE_CHANGES:  # settings that don't change what the loop does
+            saved.pop(key, None)
+            current.pop(key, None)
         if saved != current:
             changed = sorted(k for k in current if saved.get(k) != current.get(k))
             raise SliderError(f"{path}: checkpoint was made with different settings ({', '.join(changed)})")
@@ -422,9 +451,11 @@ def save_trained_slider(result: TrainResult, path: str | os.PathLike, *, predict
     """Write a training result with the core's writer (atomic, kohya keys, our metadata)."""
     (arch,) = result.network.arch
     prompts, training = training_metadata(result, base_model_name=base_model_name, base_model_hash=base_model_hash)
-    extra = {"sliders.effect": json.dumps(result.effect.to_dict())} if result.effect else None
+    extra = {"sliders.effect": json.dumps(result.effect.to_dict())} if result.effect else {}
+    if result.start_estimate:
+        extra["sliders.start_estimate"] = json.dumps(result.start_estimate.to_dict())
     config = result.config
     return save_slider(result.network, path, arch=arch, dtype=dtype, title=config.name,
                        prediction_type=prediction_type, alpha_range=tuple(config.alpha_range),
-                       default_start=config.default_start, prompts=prompts, training=training,
-                       extra_metadata=extra, overwrite=overwrite)
+                       default_start=result.recommended_start, prompts=prompts, training=training,
+                       extra_metadata=extra or None, overwrite=overwrite)

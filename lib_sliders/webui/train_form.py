@@ -109,6 +109,9 @@ FORM_FIELDS: list[FormField] = [
     FormField("alpha_high", _CONFIG.alpha_range[1], "number", "Recommended α to", "Upper end of that range"),
     FormField("default_start", _CONFIG.default_start, "number", "Recommended start",
               "Saved in the file: fraction of the steps before the slider acts (0–1; 0 = from the start)"),
+    FormField("estimate_start", _CONFIG.estimate_start, "checkbox", "Estimate the start from the model",
+              "Text sliders: probe where the model decides the attribute and save that start instead of the "
+              "number beside (colour-like attributes start late, layout-like ones early)"),
     FormField("advanced", "", "json", "Other settings",
               "JSON object for the rest, e.g. {\"max_denoising_steps\": 50, \"sampling_guidance\": 3, "
               "\"checkpoint_every\": 100}; keys: " + ", ".join(ADVANCED_KEYS) + ", weight"),
@@ -325,6 +328,7 @@ def _parse(values: Mapping, uploaded_pairs, errors: _Errors) -> dict[str, Any]:
     config["lr"] = lr or None  # 0 and empty: the mode's default
     config["precision"] = _text(values, "precision") or _CONFIG.precision
     config["gradient_checkpointing"] = _flag(values, "gradient_checkpointing")
+    config["estimate_start"] = _flag(values, "estimate_start")
     low = _number(values, "alpha_low", "alpha_range", errors)
     high = _number(values, "alpha_high", "alpha_range", errors)
     config["alpha_range"] = [_CONFIG.alpha_range[0] if low is None else low,
@@ -409,6 +413,7 @@ def config_to_form(config: TrainConfig) -> dict[str, Any]:
         "batch_size": config.batch_size, "seed": config.seed, "precision": config.precision,
         "gradient_checkpointing": config.gradient_checkpointing, "alpha_low": config.alpha_range[0],
         "alpha_high": config.alpha_range[1], "default_start": config.default_start,
+        "estimate_start": config.estimate_start,
         "advanced": _advanced_text(config),
     }
 

@@ -234,6 +234,8 @@ class TrainingJobs:
         if result.effect is not None:
             job.effect = result.effect.to_dict()
             job.does_nothing = bool(result.effect.does_nothing)  # the tab and API clients show the warning
+        if result.start_estimate is not None:
+            job.messages.append(result.start_estimate.summary() + " (saved as the slider's default start)")
         self.host.on_saved(job)
 
     def _finish(self, job: TrainJob, state: str) -> None:

@@ -190,7 +190,7 @@ def create_tab(jobs: TrainingJobs, library) -> gr.Blocks:
                     with gr.Row():
                         add("precision", "gradient_checkpointing")
                     with gr.Row():
-                        add("alpha_low", "alpha_high", "default_start")
+                        add("alpha_low", "alpha_high", "default_start", "estimate_start")
                     add("advanced")
                 with gr.Accordion("Presets", open=False, elem_id=elem_id("presets")):
                     with gr.Row():

@@ -1,0 +1,118 @@
+"""Where in the sampling should a text slider begin? An estimate from the model itself.
+
+A slider that acts from the first step also moves what the first steps decide (layout, pose, position); one
+that starts after its attribute is decided does nothing. Attributes are decided at different points (on the
+toy world of ``bench/fidelity.py``, a background in the first steps, a colour only past half way), so the start
+worth recommending depends on the slider.
+
+The model shows where. From shared noise, denoise with the target prompt and, from step s on, switch to the
+positive prompt in one copy and to the negative prompt in another (the webui's prompt editing,
+``[target:positive:s]``), then finish both. The distance between the two results, over the distance when the
+switch happens at the first step, is the share of the attribute still open at s. The recommended start is the
+last s (in tenths of the steps, at most 0.8) up to which at least ``KEEP`` of it stays open.
+
+DDIM over evenly spaced timesteps, CFG against the empty prompt; rows batched ``max_rows`` at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .backend import Conditioning, select_cond
+from .schedule import ddim_step, ddim_timesteps
+from .text_objective import with_concept
+
+KEEP = 0.7  # share of the attribute that must still be open at the recommended start
+STEPS = 10  # the probe's schedule: candidate starts 0, 0.1, …, 0.8
+CANDIDATES = 9
+
+
+@dataclass(frozen=True)
+class StartEstimate:
+    start: float  # recommended fraction of the steps before the slider acts
+    open_share: tuple[float, ...]  # share still open at starts 0, 1/STEPS, 2/STEPS, …
+
+    def summary(self) -> str:
+        index = round(self.start * STEPS)
+        after = (f"; {self.open_share[index + 1]:.0%} from {(index + 1) / STEPS:g}"
+                 if index + 1 < len(self.open_share) else "")
+        return (f"recommended start {self.start:g}: {self.open_share[index]:.0%} of the difference between the "
+                f"positive and negative prompts is still open from there{after}")
+
+    def to_dict(self) -> dict:
+        return {"start": self.start, "open_share": [round(v, 4) for v in self.open_share], "keep": KEEP,
+                "steps": STEPS}
+
+
+def probe_rows(prompts, samples: int) -> list[tuple[str, str, str]]:
+    """(target, positive, negative) of each probe sample: the entries and their preservation concepts in turn."""
+    combos = [(with_concept(p.target, c), with_concept(p.positive, c), with_concept(p.negative, c))
+              for p in prompts for c in (list(p.preservation) or [None])]
+    return [combos[i % len(combos)] for i in range(samples)]
+
+
+def recommended_start(open_share: list[float], keep: float = KEEP) -> float:
+    """The last candidate start up to which every share is at least ``keep`` (0 when the first after 0 is not)."""
+    best = 0
+    for index in range(1, len(open_share)):
+        if not open_share[index] >= keep:
+            break
+        best = index
+    return best / STEPS
+
+
+@torch.no_grad()
+def estimate_start(predict: Callable[[torch.Tensor, torch.Tensor, Conditioning], torch.Tensor],
+                   encode: Callable[[list[str]], Conditioning], alphas_cumprod: torch.Tensor, prompts,
+                   latent_shape: tuple[int, int, int], generator: torch.Generator, *, samples: int = 4,
+                   guidance: float = 3.0, max_rows: int = 16) -> StartEstimate:
+    """Probe the model as the module docstring says. ``predict(x_t, t, cond)`` is the base model's ε
+    (no slider acting); ``prompts`` are the slider's ``TextPrompt`` entries."""
+    rows = probe_rows(prompts, samples)
+    texts = sorted({text for row in rows for text in row} | {""})
+    cond = encode(texts)
+    row_of = {text: i for i, text in enumerate(texts)}
+    device = alphas_cumprod.device
+    timesteps = ddim_timesteps(STEPS, len(alphas_cumprod)).to(device)
+    alphas = torch.cat([alphas_cumprod[timesteps], torch.ones(1, device=device)])
+
+    noise = torch.randn(samples, *latent_shape, generator=generator).to(device)
+    targets = [row_of[t] for t, _, _ in rows]
+    switched = [row_of[p] for _, p, _ in rows] + [row_of[n] for _, _, n in rows]
+    base, branches = noise, []  # branches[c]: [positives; negatives] switched from step c
+    for step in range(STEPS):
+        if step < CANDIDATES:
+            branches.append(torch.cat([base, base]))
+        groups = ([(base, targets)] if step < CANDIDATES - 1 else []) + [(x, switched) for x in branches]
+        x = torch.cat([g for g, _ in groups])
+        eps = _guided(predict, x, timesteps[step], [r for _, rs in groups for r in rs], cond, row_of[""],
+                      guidance, max_rows)
+        x = ddim_step(x, eps, alphas[step], alphas[step + 1])
+        parts = list(x.split([len(g) for g, _ in groups]))
+        if step < CANDIDATES - 1:
+            base = parts.pop(0)
+        branches = parts
+    distances = [(b[:samples] - b[samples:]).float().flatten(1).pow(2).mean(1).sqrt().mean() for b in branches]
+    first = float(distances[0])
+    shares = [float(d) / first if first > 0 else 0.0 for d in distances]
+    return StartEstimate(recommended_start(shares), tuple(shares))
+
+
+def _guided(predict, x: torch.Tensor, t: torch.Tensor, rows: list[int], cond: Conditioning, empty: int,
+            guidance: float, max_rows: int) -> torch.Tensor:
+    """CFG ε for ``x`` conditioned on ``rows`` of ``cond``, against the empty prompt, ``max_rows`` UNet rows a call."""
+    out = []
+    chunk = max(1, max_rows // 2)
+    for begin in range(0, len(x), chunk):
+        part = x[begin:begin + chunk]
+        index = rows[begin:begin + chunk] + [empty] * len(part)
+        eps = predict(torch.cat([part, part]), t.repeat(2 * len(part)), select_cond(cond, index)).float()
+        eps_cond, eps_uncond = eps.chunk(2)
+        out.append(eps_uncond + guidance * (eps_cond - eps_uncond))
+    return torch.cat(out)
+
+
+__all__ = ["KEEP", "StartEstimate", "estimate_start", "probe_rows", "recommended_start"]
