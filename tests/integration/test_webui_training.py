@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -31,7 +32,6 @@ def wait_until_finished(webui, job_id: str, timeout: float = 1500) -> dict:
 
 
 def test_bad_fields_are_422_with_their_names(webui):
-    import json
     import urllib.error
     import urllib.request
 
@@ -65,6 +65,10 @@ def test_train_then_generate_with_the_new_slider(webui):
     listed = {s["name"]: s for s in webui.request("GET", "/sliders/v1/sliders")}
     assert name in listed and listed[name]["alpha_range"] == [-2.0, 2.0]
     assert '"iterations_done": 2' in listed[name]["metadata"]["sliders.training"]
+    # The start estimated from the loaded model is said in the job and saved as the slider's default start.
+    estimate = json.loads(listed[name]["metadata"]["sliders.start_estimate"])
+    assert listed[name]["default_start"] == estimate["start"] and len(estimate["open_share"]) == 9
+    assert any(m.startswith(f"recommended start {estimate['start']:g}") for m in job["messages"]), job["messages"]
     moved, _ = webui.txt2img(f"{PROMPT} <slider:{name}:2>", seed=5)
     assert float(np.abs(moved[0] - before[0]).mean()) > 0.05
     with pytest.raises(AssertionError, match="HTTP 422.*exists"):  # never overwritten unasked
