@@ -61,7 +61,8 @@ def test_fidelity_runs_end_to_end_on_an_untrained_toy_model():
         assert float(found) == 1.0 and float(effect) > 0.05, (slider, out)
     assert re.search(rf"^size\s+oracle\s+\[{NUMBER}\]\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", out, re.M), out
     assert not re.search(r"^image_size\s+official", out, re.M)  # image sliders have no official objective here
-    assert re.search(r"^  size\s+\S+ / \S+ = \S+$", out, re.M) and re.search(r"^  colour\s", out, re.M), out
+    # The composition runs each slider from its start (here 0.5 for all).
+    assert re.search(r"^  size\s+\S+ / \S+ = \S+ \(start 0.5\)$", out, re.M) and re.search(r"^  colour\s", out, re.M), out
 
 
 def test_fidelity_compares_at_the_alpha_where_the_effect_matches_the_prompt_edits():
@@ -106,6 +107,21 @@ def test_fidelity_saves_its_sliders_and_remeasures_them_without_training(tmp_pat
     other = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "fidelity.py"), *common, "--captions", "3",
                             "--threads", "1"], capture_output=True, text=True, timeout=300)
     assert other.returncode != 0 and "size-ours.safetensors: trained with other settings (captions)" in other.stderr
+
+
+def test_fidelity_options_per_slider():
+    from bench.fidelity import per_slider, start_fraction, training_prompts_kind
+
+    names = ["size", "colour", "background"]
+    assert per_slider("0.3", start_fraction, names, 0.0) == {"size": 0.3, "colour": 0.3, "background": 0.3}
+    assert per_slider("colour=0.6,size=auto", start_fraction, names, 0.0) == {"size": None, "colour": 0.6,
+                                                                               "background": 0.0}
+    assert per_slider("size=captions", training_prompts_kind, names, "words")["size"] == "captions"
+    for text, parse, problem in [("hue=0.5", start_fraction, "unknown slider 'hue'"),
+                                 ("colour=1", start_fraction, "fraction of the steps"),
+                                 ("size=sentences", training_prompts_kind, "'words' or 'captions'")]:
+        with pytest.raises(ValueError, match=problem):
+            per_slider(text, parse, names, 0.0)
 
 
 def test_fidelity_verdicts_need_a_prompt_edit_that_changes_something():

@@ -46,7 +46,7 @@ def test_a_short_size_slider_run_moves_size_in_order_and_little_else(toy_model):
     config = TrainConfig(name="size", prompts=[spec.prompt], iterations=60, resolution=32, rank=4,
                          max_denoising_steps=10, lr=1e-3, seed=0)
     torch.manual_seed(0)
-    result = SliderTrainer(ModelBackend(toy_model), config, effect_samples=2).train()
+    result = SliderTrainer(ModelBackend(toy_model), config, effect_samples=2, start_samples=0).train()
     assert not result.effect.does_nothing, result.effect.summary()
 
     alphas = np.array([-2.0, 0.0, 2.0])
@@ -67,7 +67,7 @@ def test_a_slider_start_holds_the_slider_off_for_the_first_steps(toy_model):
     # Random-weight toy models saturate their pixels; the trained fixture shows a slider's change in uint8.
     config = TrainConfig(name="size", prompts=[next(s for s in SLIDERS if s.name == "size").prompt], iterations=1,
                          resolution=32, max_denoising_steps=4, rank=2)
-    network = SliderTrainer(ModelBackend(toy_model), config, effect_samples=0).train().network
+    network = SliderTrainer(ModelBackend(toy_model), config, effect_samples=0, start_samples=0).train().network
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for module in network.unet.values():  # a slider strong enough to show in uint8 pixels

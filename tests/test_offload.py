@@ -37,7 +37,8 @@ def test_a_gpu_run_keeps_the_encoders_on_the_cpu_and_puts_them_back_bitwise():
     before = {name: p.clone() for name, p in model.named_parameters() if not name.startswith("model.")}
     identity = {name: p for name, p in model.named_parameters()}
     seen = []
-    config = TrainConfig(name="age", prompts=[AGE], iterations=2, resolution=64, rank=4, max_denoising_steps=4)
+    config = TrainConfig(name="age", prompts=[AGE], iterations=2, resolution=64, rank=4, max_denoising_steps=4,
+                         estimate_start=False)
     trainer = SliderTrainer(backend, config, effect_samples=0, progress_every=1,
                             on_progress=lambda _: seen.append(next(model.conditioner.parameters()).device.type))
     trainer.train()

@@ -70,7 +70,7 @@ def test_a_slider_trains_at_the_toy_models_own_32_px(model):
     config = TrainConfig(name="size", prompts=[TextPrompt(target="a circle", positive="a large circle",
                                                           negative="a small circle")],
                          iterations=2, resolution=32, max_denoising_steps=4, rank=2, lr=1e-2)
-    result = SliderTrainer(backend, config, effect_samples=1).train()
+    result = SliderTrainer(backend, config, effect_samples=1, start_samples=0).train()
     assert result.iterations == 2 and result.effect is not None
 
 

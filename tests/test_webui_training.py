@@ -34,9 +34,10 @@ TIMEOUT = 60.0
 
 
 def config(name, **overrides):
-    """Training settings for a tiny text slider: 64×64 (8×8 latents), 3 iterations, 4 denoising steps."""
+    """Training settings for a tiny text slider: 64×64 (8×8 latents), 3 iterations, 4 denoising steps; no start
+    probe (it costs more than such a run; the API job test turns it on)."""
     return {"name": name, "prompts": [dict(PROMPT)], "iterations": 3, "resolution": 64, "max_denoising_steps": 4,
-            "rank": 2, "lr": 1e-2, "seed": 1, "alpha_range": [-3.0, 3.0], **overrides}
+            "rank": 2, "lr": 1e-2, "seed": 1, "alpha_range": [-3.0, 3.0], "estimate_start": False, **overrides}
 
 
 def settings(name, **overrides):
@@ -197,7 +198,7 @@ def test_api_job_trains_saves_reports_and_leaves_the_model_as_found(env, api, jo
     before = flags(env.model)
     seen = record_progress(jobs)
     try:
-        job = api.start(settings("trained_age"))
+        job = api.start(settings("trained_age", estimate_start=True))
         assert job["total"] == 3 and job["error"] is None
         job = api.wait(job["id"])
         assert flags(env.model) == before
@@ -240,6 +241,8 @@ def test_api_job_trains_saves_reports_and_leaves_the_model_as_found(env, api, jo
     assert (training["rank"], training["resolution"], training["lr"], training["seed"]) == (2, 64, 1e-2, 1)
     assert training["base_model"] == "toy-sd1-0" and training["base_model_hash"] == "00000000"
     assert training["final_loss"] > 0
+    estimate = json.loads(meta["sliders.start_estimate"])  # the start probed on the loaded model, saved as default
+    assert json.loads(meta["sliders.default_start"]) == estimate["start"] and len(estimate["open_share"]) == 9
     assert json.loads(meta["sliders.effect"]) == job["effect"]
 
     # The library lists it (the job refreshed it), with the file's recommendations.
