@@ -137,9 +137,7 @@ class _Run:
         self.engine.set_alphas([alphas])
 
     def autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.backend.device.type, dtype=self.autocast_dtype)
+        return _autocast(self.backend.device, self.autocast_dtype)
 
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
         self._count(x_t)
@@ -206,6 +204,11 @@ def new_slider_network(unet: torch.nn.Module, config, generator: torch.Generator
 
 def _parameters(network: SliderNetwork) -> list[torch.Tensor]:
     return [tensor for module in network.unet.values() for tensor in (module.down, module.up)]
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``device``; nothing when ``dtype`` is None (fp32 runs)."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 class SliderTrainer:
@@ -334,9 +337,7 @@ class SliderTrainer:
         backend, config = self.backend, self.config
 
         def predict(x_t, t, cond):
-            if autocast_dtype is None:
-                return backend.predict_eps(x_t, t, cond)
-            with torch.autocast(backend.device.type, dtype=autocast_dtype):
+            with _autocast(backend.device, autocast_dtype):
                 return backend.predict_eps(x_t, t, cond)
 
         generator = torch.Generator().manual_seed(config.seed + START_SEED_OFFSET)
