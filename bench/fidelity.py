@@ -259,9 +259,11 @@ def noise_for(seeds: int, seed: int) -> torch.Tensor:
 
 
 def generate(model: ToyPixelDiffusion, prompts: list[str], noise: torch.Tensor, alphas: np.ndarray,
-             networks: list, steps: int, guidance: float, start: float | list[float] = 0.0) -> np.ndarray:
+             networks: list, steps: int, guidance: float, start: float | list[float] = 0.0,
+             held: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """uint8 images [seeds, alphas, 32, 32, 3]: each seed's prompt and noise at every α (every network at α,
-    from the fraction ``start`` of the steps on, the webui's slider start; a list gives each network its own)."""
+    from the fraction ``start`` of the steps on, the webui's slider start; a list gives each network its own).
+    ``held`` maps a network's index to an α per seed that it keeps at every column instead."""
     starts = start if isinstance(start, list) else [start] * len(networks)
     seeds, count = len(prompts), len(alphas)
     rows = [p for p in prompts for _ in range(count)]
@@ -269,10 +271,11 @@ def generate(model: ToyPixelDiffusion, prompts: list[str], noise: torch.Tensor, 
     engine = SliderEngine(model.model.diffusion_model)
     try:
         if networks:
-            column = torch.tensor(np.tile(alphas, seeds), dtype=torch.float32)
+            varied = np.tile(alphas, seeds)
+            columns = [np.repeat(held[i], count) if held and i in held else varied for i in range(len(networks))]
             # The sampler's UNet rows are [conditional ×N, unconditional ×N]: the slider acts on both.
-            engine.apply([ActiveSlider(net, torch.cat([column, column]), start=begin)
-                          for net, begin in zip(networks, starts, strict=True)])
+            engine.apply([ActiveSlider(net, torch.tensor(np.concatenate([c, c]), dtype=torch.float32), start=begin)
+                          for net, c, begin in zip(networks, columns, starts, strict=True)])
         images = model.sample(rows, steps=steps, guidance=guidance, noise=first,
                               on_step=engine.set_step if networks else None)
     finally:
@@ -536,16 +539,43 @@ def main(argv: list[str] | None = None) -> None:
         if len(text) > 1:
             prompts = [caption_without(a, tuple(s.drop for s in text)) for a in attributes]
             starts = [args.start[s.name] for s in text]
-            both = Grid.of(alphas, generate(model, prompts, noise, alphas, [trained[s.name] for s in text],
-                                            args.steps, args.guidance, starts))
-            for spec, start in zip(text, starts, strict=True):
-                alone = Grid.of(alphas, generate(model, prompts, noise, alphas, [trained[spec.name]], args.steps,
-                                                 args.guidance, start))
-                composition.append((spec.name, start, both.effect(spec.feature)["slope"],
-                                    alone.effect(spec.feature)["slope"]))
+            networks = [trained[s.name] for s in text]
+            both = Grid.of(alphas, generate(model, prompts, noise, alphas, networks, args.steps, args.guidance,
+                                            starts))
+            alone = {spec.name: Grid.of(alphas, generate(model, prompts, noise, alphas, [trained[spec.name]],
+                                                         args.steps, args.guidance, start))
+                     for spec, start in zip(text, starts, strict=True)}
+            # The others held at an α per seed drawn from the grid's non-zero ones, the same at every column:
+            # whether a slider's own effect survives the others being on, apart from what they add to its feature.
+            nonzero = alphas[alphas != 0]
+            holds = np.random.default_rng(args.seed + 41).choice(nonzero, size=(len(text), args.seeds))
+            for i, spec in enumerate(text):
+                held = {j: holds[j] for j in range(len(text)) if j != i}
+                with_others = Grid.of(alphas, generate(model, prompts, noise, alphas, networks, args.steps,
+                                                       args.guidance, starts, held))
+                composition.append(Composed(
+                    spec.name, starts[i], together=both.effect(spec.feature)["slope"],
+                    alone=alone[spec.name].effect(spec.feature)["slope"],
+                    others_alone=sum(alone[o.name].effect(spec.feature)["slope"] for o in text if o is not spec),
+                    others_held=with_others.effect(spec.feature)["slope"]))
 
     print_report(rows, composition, alphas, args.match)
     print(f"\nfinished in {time.time() - began:.0f} s")
+
+
+@dataclass(frozen=True)
+class Composed:
+    """One text slider's slope on its own feature alone and among the others."""
+
+    name: str
+    start: float
+    together: float  # all sliders at the same α
+    alone: float
+    others_alone: float  # the other sliders' slopes on this feature, each alone
+    others_held: float  # this slider varied, the others held at a fixed non-zero α per seed
+
+    def ratio(self, slope: float) -> float:
+        return slope / self.alone if np.isfinite(self.alone) and self.alone != 0 else math.nan
 
 
 def matched_alpha(matched: dict) -> str:
@@ -585,12 +615,18 @@ def print_report(rows, composition, alphas, match: str = "interpolate") -> None:
         print(f"{name:<11}{label:<17}" + "".join(f"{c:>12}" for c in cells))
     ratios = {}
     if composition:
-        print("\ncomposition (the text sliders at once, same α, each from its start): slope together / slope alone")
-        for name, start, together, alone in composition:
-            ratio = together / alone if alone and np.isfinite(alone) and alone != 0 else math.nan
-            ratios[ours_label(start)] = ratios.get(ours_label(start), {}) | {name: ratio}
-            print(f"  {name:<11} {fmt(together)} / {fmt(alone)} = {fmt(ratio, 2)}" + (f" (start {start:g})" if start
-                                                                                     else ""))
+        print("\ncomposition (the text sliders at once, each from its start; slopes of the slider's own feature)")
+        print(f"  {'slider':<11}{'alone':>8}{'together':>10}{'ratio':>7}{'alone + others alone':>22}"
+              f"{'others held':>13}{'ratio':>7}")
+        for c in composition:
+            ratio, held = c.ratio(c.together), c.ratio(c.others_held)
+            ratios[ours_label(c.start)] = ratios.get(ours_label(c.start), {}) | {c.name: ratio}
+            print(f"  {c.name:<11}{fmt(c.alone):>8}{fmt(c.together):>10}{fmt(ratio, 2):>7}"
+                  f"{fmt(c.alone + c.others_alone):>22}{fmt(c.others_held):>13}{fmt(held, 2):>7}"
+                  + (f"  (start {c.start:g})" if c.start else ""))
+        print("together: all at the same α; alone + others alone: what together would be if the sliders' effects on "
+              "this feature just added up; others held: this slider over the grid with the others at a non-zero α "
+              "per seed, fixed across the grid (its own effect among the others, without what they add)")
     print("\ntargets (ours, and ours with the slider start): ρ ≥ 0.95; interference ≤ 1/3 and structure ≤ 1/2 of "
           "prompt editing's (the word in the prompt throughout) at matched effect; composition within 20 %")
     edits = {name: matched for name, label, _, matched, _, _ in rows if label == "prompt edit"}

@@ -62,7 +62,9 @@ def test_fidelity_runs_end_to_end_on_an_untrained_toy_model():
     assert re.search(rf"^size\s+oracle\s+\[{NUMBER}\]\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", out, re.M), out
     assert not re.search(r"^image_size\s+official", out, re.M)  # image sliders have no official objective here
     # The composition runs each slider from its start (here 0.5 for all).
-    assert re.search(r"^  size\s+\S+ / \S+ = \S+ \(start 0.5\)$", out, re.M) and re.search(r"^  colour\s", out, re.M), out
+    # alone, together, ratio, alone + others alone, others held, ratio.
+    for slider in ("size", "colour"):
+        assert re.search(rf"^  {slider}" + r"(\s+\S+){6}  \(start 0.5\)$", out, re.M), (slider, out)
 
 
 def test_fidelity_compares_at_the_alpha_where_the_effect_matches_the_prompt_edits():

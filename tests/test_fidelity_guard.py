@@ -80,3 +80,29 @@ def test_a_slider_start_holds_the_slider_off_for_the_first_steps(toy_model):
     never = generate(toy_model, prompts, noise, alphas, [network], steps=4, guidance=4.0, start=1.0)
     assert np.array_equal(never, base)  # off for every step: the model's own images
     assert not np.array_equal(always, base) and not np.array_equal(late, base) and not np.array_equal(late, always)
+
+
+def test_a_held_slider_keeps_its_alpha_per_seed_while_the_other_is_varied(toy_model):
+    # The composition's "others held" grid: network 1 at a fixed α per seed at every column of network 0's grid.
+    config = TrainConfig(name="size", prompts=[next(s for s in SLIDERS if s.name == "size").prompt], iterations=1,
+                         resolution=32, max_denoising_steps=4, rank=2)
+    generator = torch.Generator().manual_seed(1)
+    networks = []
+    for _ in range(2):
+        network = SliderTrainer(ModelBackend(toy_model), config, effect_samples=0, start_samples=0).train().network
+        with torch.no_grad():
+            for module in network.unet.values():
+                module.up.copy_(0.05 * torch.randn(module.up.shape, generator=generator))
+        networks.append(network)
+    noise, prompts, alphas = noise_for(2, 3), ["a red circle", "a blue square"], np.array([-1.0, 1.0])
+    first_alone = generate(toy_model, prompts, noise, alphas, networks[:1], steps=4, guidance=4.0)
+    held_off = generate(toy_model, prompts, noise, alphas, networks, steps=4, guidance=4.0,
+                        held={1: np.zeros(2)})
+    # Held at 0: as if it were not there (to rounding: the two sliders are packed into one hook of rank 4).
+    assert np.abs(held_off.astype(int) - first_alone).max() <= 1
+    both = generate(toy_model, prompts, noise, alphas, networks, steps=4, guidance=4.0)
+    held = generate(toy_model, prompts, noise, alphas, networks, steps=4, guidance=4.0,
+                    held={1: np.array([1.0, -1.0])})
+    assert np.array_equal(held[0, 1], both[0, 1]) and np.array_equal(held[1, 0], both[1, 0])  # held = varied there
+    for other in (both, first_alone):  # seed 0 at α −1 with the held one at +1: neither both at −1 nor one alone
+        assert np.abs(held[0, 0].astype(int) - other[0, 0]).max() > 8
