@@ -251,6 +251,37 @@ def oracle(attributes: list[world.Attributes], spec: SliderSpec) -> dict[str, fl
     return grid.change_at(spec.feature, 1)
 
 
+def oracle_at(attributes: list[world.Attributes], spec: SliderSpec, wanted: float) -> dict[str, float]:
+    """The oracle moved only as far as the mean effect ``wanted`` (the prompt edit's): what a perfect edit of the
+    same size changes, a floor for the structure change at matched effect.
+
+    Each render's attribute goes a fraction w of the way to the edit's high word (w > 1 goes past it), w found
+    by bisection on the measured effect. Colour and background enter a render linearly, so there the image is
+    the blend of the two renders; a size is rendered, kept inside the frame.
+    """
+    changed = [with_word(a, spec.feature, spec.edit[1]) for a in attributes]
+    before, after = world.render_all(attributes), world.render_all(changed)
+
+    def moved(w: float) -> np.ndarray:
+        if spec.feature != "size":
+            return before + w * (after - before)
+        return world.render_all([replace(a, size=min(a.size + w * (b.size - a.size), 2 * min(a.x, 1 - a.x, a.y,
+                                                                                               1 - a.y)))
+                                 for a, b in zip(attributes, changed, strict=True)])
+
+    def measured(w: float) -> dict[str, float]:
+        images = np.stack([before, moved(w)], axis=1)
+        return Grid.of(np.array([0.0, 1.0]), world.to_uint8(images)).change_at(spec.feature, 1) | {"alpha": w}
+
+    low, high = 0.0, 1.0
+    while measured(high)["effect"] < wanted and high < 8:
+        low, high = high, 2 * high
+    for _ in range(20):
+        middle = (low + high) / 2
+        low, high = (middle, high) if measured(middle)["effect"] < wanted else (low, middle)
+    return measured(high) | {"reached": True}
+
+
 # ---------------------------------------------------------------------------------------- sampling
 
 
@@ -515,6 +546,9 @@ def main(argv: list[str] | None = None) -> None:
             floor = oracle(attributes, spec)
             rows.append((spec.name, "oracle", {"slope": floor["effect"], "rho_means": math.nan, "rho_pooled": math.nan,
                                                "found": 1.0}, floor, floor, None))
+            floor = oracle_at(attributes, spec, edit["effect"])
+            rows.append((spec.name, "oracle @m", {"slope": floor["effect"], "rho_means": math.nan,
+                                                  "rho_pooled": math.nan, "found": 1.0}, floor, floor, None))
             for label, official in variants:
                 training_began = time.time()
                 network, score, stats = trained_or_saved(model, spec, args, official, pair_dir, label)
@@ -639,6 +673,12 @@ def print_report(rows, composition, alphas, match: str = "interpolate") -> None:
         if name in ratios.get(label, {}):
             checks["composition"] = at_least(-abs(ratios[label][name] - 1), -0.2)
         print(f"  {name:<11}{label:<17}" + ", ".join(f"{k} {verdict}" for k, verdict in checks.items()))
+    floors = {name: matched for name, label, _, matched, _, _ in rows if label == "oracle @m"}
+    for name, floor in floors.items():
+        if name in edits and np.isfinite(floor["structure"]) and edits[name]["structure"] > 0:
+            share = floor["structure"] / edits[name]["structure"]
+            print(f"  {name:<11}structure floor: a perfect edit of the same effect (oracle @m) changes {share:.2f}× "
+                  f"the prompt edit's pixels" + (" — the ≤ 1/2 target is below it" if share > 0.5 else ""))
 
 
 def ours_label(start: float) -> str:

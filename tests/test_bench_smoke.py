@@ -52,6 +52,7 @@ def test_fidelity_runs_end_to_end_on_an_untrained_toy_model():
     assert re.search(r"^slider\s+method\s+found\s+slope/α", out, re.M), out
     for slider, method in [("size", "prompt edit"), ("size", "oracle"), ("size", "ours"), ("size", "official"),
                            ("size", "ours s0.5"), ("size", "prompt edit s0.5"), ("colour", "oracle"),
+                           ("colour", "oracle @m"),
                            ("colour", "ours"), ("image_size", "ours")]:
         assert re.search(rf"^{slider}\s+{method}\s+{NUMBER}\s", out, re.M), (slider, method, out)
     # The oracle is measured on renders, so it means something even here: both shapes found, both grew (or
@@ -92,6 +93,24 @@ def test_fidelity_compares_at_the_alpha_where_the_effect_matches_the_prompt_edit
     assert grid.at_effect("size", 0.1)["alpha"] == pytest.approx(0.4)  # from α = 0, where nothing has changed
     beyond = grid.at_effect("size", 0.9)  # never reached: reported at the largest α
     assert not beyond["reached"] and beyond["alpha"] == 2.0 and beyond["effect"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("slider", ["size", "colour", "background"])
+def test_the_oracle_at_matched_effect_moves_only_its_attribute_as_far_as_asked(slider):
+    import numpy as np
+
+    from bench.fidelity import SLIDERS, oracle, oracle_at
+    from bench.toyworld import world
+
+    spec = next(s for s in SLIDERS if s.name == slider)
+    attributes = [world.sample_attributes(np.random.default_rng(seed)) for seed in range(16)]
+    full = oracle(attributes, spec)
+    smaller, larger = (oracle_at(attributes, spec, share * full["effect"]) for share in (0.5, 1.2))
+    for floor, share in ((smaller, 0.5), (larger, 1.2)):
+        assert floor["effect"] == pytest.approx(share * full["effect"], rel=0.05), (share, floor, full)
+        assert floor["interference"] < 0.03, floor  # renders: only the measurement's own coupling
+    assert 0 < smaller["structure"] < full["structure"] < larger["structure"]
+    assert smaller["alpha"] < 1 < larger["alpha"]  # the fraction of the way to the edit's word
 
 
 def test_fidelity_saves_its_sliders_and_remeasures_them_without_training(tmp_path):
