@@ -317,7 +317,8 @@ def generate(model: ToyPixelDiffusion, prompts: list[str], noise: torch.Tensor, 
 # ---------------------------------------------------------------------------------------- training
 
 
-def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str) -> tuple[TrainResult, TrainStats]:
+def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str,
+                 companions: list[SliderNetwork]) -> tuple[TrainResult, TrainStats]:
     common = dict(name=spec.name, iterations=args.iterations, resolution=32, rank=args.rank, preset=args.preset,
                   max_denoising_steps=args.train_steps, seed=args.seed)
     if spec.prompt is not None and not official:
@@ -339,7 +340,8 @@ def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str) -
         config = TrainConfig(prompts=[prompt], lr=args.lr, bidirectional=False, **common)
     else:
         config = TrainConfig(prompts=our_prompts(spec, args), lr=args.lr, bidirectional=True, **common)
-    trainer = SliderTrainer(ModelBackend(model), config, effect_samples=4, start_samples=0)  # no file to save it in
+    trainer = SliderTrainer(ModelBackend(model), config, effect_samples=4, start_samples=0,  # no file to save it in
+                            companions=companions)
     result = trainer.train()
     return result, trainer.stats
 
@@ -391,11 +393,12 @@ def prompt_edit(model, attributes, prompts: list[str], spec: SliderSpec, noise, 
     return Grid.of(np.array([-1.0, 0.0, 1.0]), np.concatenate([edits[0], base, edits[1]], 1))
 
 
-def trained_or_saved(model, spec: SliderSpec, args, official: bool, pair_dir: str, label: str):
-    """(network, effect score, training stats): trained, or read back from ``--sliders-dir`` when a file of
-    that name is there (stats None)."""
+def trained_or_saved(model, spec: SliderSpec, args, official: bool, pair_dir: str, label: str,
+                     companions: dict[str, SliderNetwork]):
+    """(network, effect score, training stats): trained (among ``companions``), or read back from ``--sliders-dir``
+    when a file of that name is there (stats None)."""
     path = saved_path(args, spec, label) if args.sliders_dir else None
-    settings = training_settings(args, spec, official)
+    settings = training_settings(args, spec, official) | ({"among": sorted(companions)} if companions else {})
     if path and os.path.exists(path):
         network, score, saved_settings = read_network(path)
         if saved_settings != settings:
@@ -404,7 +407,7 @@ def trained_or_saved(model, spec: SliderSpec, args, official: bool, pair_dir: st
             raise SystemExit(f"{path}: trained with other settings ({', '.join(differ)}); "
                              "remove it or choose another --sliders-dir")
         return network, score, None
-    result, stats = train_slider(model, spec, args, official, pair_dir)
+    result, stats = train_slider(model, spec, args, official, pair_dir, list(companions.values()))
     if path:
         os.makedirs(args.sliders_dir, exist_ok=True)
         write_network(result.network, result.effect, settings, path)
@@ -500,6 +503,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sliders-dir", default=None,
                         help="write the trained sliders here, and read those already there instead of training "
                         "them (<slider>-<method>.safetensors): re-measure without retraining")
+    parser.add_argument("--among", default="",
+                        help="our text sliders (comma-separated) to train among the other text sliders of the run, "
+                        "each of those on at an α drawn per iteration from -2…2 (they are trained first)")
     parser.add_argument("--no-official", action="store_true", help="skip the official-objective baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
@@ -515,7 +521,12 @@ def main(argv: list[str] | None = None) -> None:
     alphas = np.array([float(a) for a in args.alphas.split(",")])
     if not (alphas == 0).any():
         parser.error("--alphas must include 0 (the reference image)")
-    chosen = [s for s in SLIDERS if s.name in args.sliders.split(",")]
+    args.among = [name for name in args.among.split(",") if name]
+    unknown = sorted(set(args.among) - {s.name for s in SLIDERS if s.prompt is not None})
+    if unknown:
+        parser.error(f"--among: not a text slider: {', '.join(unknown)}")
+    # Sliders trained among the others come after them.
+    chosen = sorted((s for s in SLIDERS if s.name in args.sliders.split(",")), key=lambda s: s.name in args.among)
 
     began = time.time()
     model = (ToyPixelDiffusion() if args.random_model else ToyPixelDiffusion.from_file(args.model)).eval()
@@ -551,7 +562,9 @@ def main(argv: list[str] | None = None) -> None:
                                                   "rho_pooled": math.nan, "found": 1.0}, floor, floor, None))
             for label, official in variants:
                 training_began = time.time()
-                network, score, stats = trained_or_saved(model, spec, args, official, pair_dir, label)
+                among = ({o.name: trained[o.name] for o in chosen if o.prompt is not None and o is not spec}
+                         if label == "ours" and spec.name in args.among else {})
+                network, score, stats = trained_or_saved(model, spec, args, official, pair_dir, label, among)
                 training_seconds = time.time() - training_began
                 if label == "ours":
                     trained[spec.name] = network

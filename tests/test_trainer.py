@@ -218,3 +218,29 @@ def test_a_resolution_the_model_cant_take_is_refused_by_field(sd1):
     with pytest.raises(ConfigError, match=f"resolution: {step + 8} px doesn't fit this model: it trains at "
                                           f"multiples of {step} px"):
         SliderTrainer(backend, small_config(resolution=step + 8))
+
+
+def test_companion_sliders_are_on_while_training_at_drawn_alphas_and_gone_after(sd1):
+    # A slider trained among others: the companions act at an α drawn per iteration, are never trained,
+    # and leave no hook behind; at α 0 only, they change nothing at all.
+    unet = sd1.model.diffusion_model
+    companion = SliderTrainer(ModelBackend(sd1), small_config(name="other", iterations=1),
+                              effect_samples=0).train().network
+    generator = torch.Generator().manual_seed(3)
+    for module in companion.unet.values():
+        module.up.copy_(0.05 * torch.randn(module.up.shape, generator=generator))
+    frozen = {path: module.up.clone() for path, module in companion.unet.items()}
+    saved = snapshot(unet)
+
+    def train(**kwargs):
+        return SliderTrainer(ModelBackend(sd1), small_config(iterations=6), effect_samples=2, **kwargs).train()
+
+    alone = train()
+    idle = train(companions=[companion], companion_alphas=(0.0,))
+    among = train(companions=[companion], companion_alphas=(-1.0, 1.0))
+    again = train(companions=[companion], companion_alphas=(-1.0, 1.0))
+    assert_restored(unet, saved)
+    assert all(torch.equal(module.up, frozen[path]) for path, module in companion.unet.items())
+    assert idle.losses == alone.losses
+    assert all(torch.equal(idle.network.unet[p].up, alone.network.unet[p].up) for p in alone.network.unet)
+    assert among.losses != alone.losses and among.losses == again.losses  # drawn, and drawn the same each run

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import safetensors
@@ -42,6 +42,7 @@ from .text_objective import TextObjective
 STATE_FORMAT = "sliders-training-state/2"
 EFFECT_SEED_OFFSET = 1_000_003  # held-out draws never coincide with training draws
 START_SEED_OFFSET = 2_000_029  # the start probe's noise likewise
+COMPANION_SEED_OFFSET = 3_000_017  # the companions' α, drawn per iteration from their own seed
 RESUMABLE_CHANGES = ("iterations", "estimate_start", "default_start", "alpha_range")
 
 
@@ -219,7 +220,8 @@ class SliderTrainer:
                  progress_every: int | None = None, held_out_draws: int = 0,
                  merge_for_sampling: bool | None = None, cuda_graphs: bool | None = None,
                  offload_encoders: bool | None = None, merge_backup_device: str | None = None,
-                 effect_samples: int = 4, start_samples: int = 8):
+                 effect_samples: int = 4, start_samples: int = 8,
+                 companions: Sequence[SliderNetwork] = (), companion_alphas: Sequence[float] = (-2, -1, 0, 1, 2)):
         config.validate()
         step = resolution_step(backend)
         if config.resolution % step:
@@ -234,13 +236,23 @@ class SliderTrainer:
         self.held_out_draws = held_out_draws  # > 0: measure the loss on fixed draws before and after
         self.effect_samples = effect_samples  # held-out draws for the effect score; 0 skips it
         self.start_samples = start_samples  # noise draws of the start estimate; 0 skips it
+        # Sliders the new one will be used with: on during training, each at an α drawn per iteration from
+        # ``companion_alphas``, so that the slider learns its change among theirs (they are not trained).
+        self.companions = list(companions)
+        self.companion_alphas = torch.tensor([float(a) for a in companion_alphas])
+        if self.companions and not len(self.companion_alphas):
+            raise ConfigError("companion_alphas", "give at least one α for the companion sliders")
         self.start_estimate: StartEstimate | None = None
         # Merging pays off where the hooks' kernel launches dominate (GPU); on a CPU the merge costs more.
         self.merge_for_sampling = backend.device.type == "cuda" if merge_for_sampling is None else merge_for_sampling
         # The merged sampling calls replayed as CUDA graphs (on CUDA, by default; falls back by itself).
-        self.cuda_graphs = backend.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        # Companions' hooks would be captured with one α; their α changes every iteration.
+        self.cuda_graphs = (backend.device.type == "cuda" and not self.companions if cuda_graphs is None
+                            else cuda_graphs)
         if self.cuda_graphs and backend.device.type != "cuda":
             raise SliderError("cuda_graphs: CUDA graphs need a CUDA device")
+        if self.cuda_graphs and self.companions:
+            raise SliderError("cuda_graphs: not with companion sliders (their α changes every iteration)")
         # Text encoders and VAE wait on the CPU while the loop runs (GPU memory is what limits a run there).
         self.offload_encoders = backend.device.type == "cuda" if offload_encoders is None else offload_encoders
         # Where merging keeps the weights it overwrites (None: beside them; "cpu" saves GPU memory, costs copies).
@@ -252,17 +264,23 @@ class SliderTrainer:
         saved_mode = unet.training
         saved_requires_grad = [p.requires_grad for p in unet.parameters()]
         engine = SliderEngine(unet)
+        # A second engine: packed with the trained slider, the companions' frozen weights would be copied into
+        # each layer's packed LoRA together with the trained ones, which must stay the optimiser's parameters.
+        companions = SliderEngine(unet)
         try:
+            for network in self.companions:
+                companions.validate(network)
             unet.eval().requires_grad_(False)
             with gradient_checkpointing(unet, config.gradient_checkpointing):
-                return self._train(engine, resume_from)
+                return self._train(engine, companions, resume_from)
         finally:
             engine.clear()
+            companions.clear()
             unet.train(saved_mode)
             for parameter, requires_grad in zip(unet.parameters(), saved_requires_grad, strict=True):
                 parameter.requires_grad_(requires_grad)
 
-    def _train(self, engine: SliderEngine, resume_from) -> TrainResult:
+    def _train(self, engine: SliderEngine, companions: SliderEngine, resume_from) -> TrainResult:
         backend, config = self.backend, self.config
         generator = torch.Generator().manual_seed(config.seed)
         network = new_slider_network(backend.unet, config, generator, backend.device)
@@ -274,6 +292,8 @@ class SliderTrainer:
         self.start_estimate = (self._estimate_start((channels, side, side), autocast_dtype)
                                if config.mode == "text" and config.estimate_start and self.start_samples else None)
         engine.apply([ActiveSlider(network, 0.0)])
+        if self.companions:
+            companions.apply([ActiveSlider(c, 0.0) for c in self.companions])
         run = _Run(backend, engine, generator, (channels, side, side), autocast_dtype, self.merge_for_sampling,
                    cuda_graphs=self.cuda_graphs, stats=self.stats, merge_backup_device=self.merge_backup_device)
         objective = TextObjective(backend, config, run) if config.mode == "text" else ImageObjective(backend, config, run)
@@ -285,10 +305,16 @@ class SliderTrainer:
         if resume_from is not None:
             start, losses = self._load_state(resume_from, network, optimizer, generator)
         with modules_on_cpu(backend.encoders(), enabled=self.offload_encoders):  # prompts and images are encoded
-            return self._loop(run, objective, network, optimizer, scaler, start, losses)
+            return self._loop(run, objective, network, optimizer, scaler, start, losses, companions)
+
+    def _companion_alphas(self, iteration: int) -> list[float]:
+        # Seeded by the iteration, so that a resumed run draws what the uninterrupted one would have.
+        generator = torch.Generator().manual_seed(self.config.seed + COMPANION_SEED_OFFSET + iteration)
+        picks = torch.randint(0, len(self.companion_alphas), (len(self.companions),), generator=generator)
+        return self.companion_alphas[picks].tolist()
 
     def _loop(self, run: _Run, objective, network: SliderNetwork, optimizer, scaler, start: int,
-              losses: list[float]) -> TrainResult:
+              losses: list[float], companions: SliderEngine) -> TrainResult:
         backend, config, generator = self.backend, self.config, run.generator
         held_out_seed = config.seed + EFFECT_SEED_OFFSET
         loss_before = self.held_out_loss(objective, run, held_out_seed) if self.held_out_draws else None
@@ -304,6 +330,8 @@ class SliderTrainer:
                     self._save_state(network, optimizer, generator, iteration, losses)
                 break
             optimizer.zero_grad(set_to_none=True)
+            if self.companions:
+                companions.set_alphas(self._companion_alphas(iteration))
             loss = objective.loss()
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -320,6 +348,8 @@ class SliderTrainer:
                 self._save_state(network, optimizer, generator, iteration, losses)
         if pending:
             losses += torch.stack(pending).float().cpu().tolist()
+        if self.companions:  # the effect score and held-out loss measure the slider alone
+            companions.set_alphas([0.0] * len(self.companions))
 
         effect = None
         if iteration > 0 and self.effect_samples > 0:
