@@ -29,7 +29,9 @@ attributes' words, or none; η defaults to 6 / their number), ``--start`` (extra
 first fraction of the steps, as the webui's slider start and the official inference's ``start_noise`` do, and
 with the edited prompt from that step on, the webui's ``[caption:edited caption:start]``); both options take one
 value for every slider or ``name=value`` pairs, the composition runs each slider from its own start, and ``--start
-auto`` takes the start our trainer estimates from the model and saves in a slider's file. ``--sliders-dir``
+auto`` takes the start our trainer estimates from the model and saves in a slider's file. ``--among size`` trains
+the size slider among the run's other text sliders (the trainer's companions, each on at an α drawn per iteration),
+to see whether it then keeps its effect when they act too. ``--sliders-dir``
 keeps the trained sliders, so a later run re-measures them (other seeds, α or start) without training.
 
 Sliders: ``size`` (tiny → huge), ``colour`` (red → blue, measured as the shape's blue − red), and

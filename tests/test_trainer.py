@@ -11,7 +11,7 @@ from toy_diffusion import make_toy_model
 from lib_sliders.slider_file import load_slider
 from lib_sliders.training.backend import ModelBackend, resolution_step
 from lib_sliders.training.config import ConfigError, ImagePair, TextPrompt, TrainConfig
-from lib_sliders.training.trainer import SliderTrainer, save_trained_slider
+from lib_sliders.training.trainer import SliderTrainer, save_trained_slider, training_metadata
 
 AGE = TextPrompt(target="person", positive="person, very old", negative="person, very young",
                  preservation=["male", "female"], guidance=2.0)
@@ -244,3 +244,6 @@ def test_companion_sliders_are_on_while_training_at_drawn_alphas_and_gone_after(
     assert idle.losses == alone.losses
     assert all(torch.equal(idle.network.unet[p].up, alone.network.unet[p].up) for p in alone.network.unet)
     assert among.losses != alone.losses and among.losses == again.losses  # drawn, and drawn the same each run
+    # The file says what it was trained among; one trained alone says nothing of it.
+    assert training_metadata(among)[1]["trained_among"] == {"other": [-1.0, 1.0]}
+    assert "trained_among" not in training_metadata(alone)[1]

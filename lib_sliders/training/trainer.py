@@ -65,6 +65,7 @@ class TrainResult:
     effect: EffectScore | None = None
     held_out_loss: tuple[float, float] | None = None  # (before, after) training, when asked for
     start_estimate: StartEstimate | None = None  # text sliders with ``estimate_start``
+    companions: dict[str, list[float]] = field(default_factory=dict)  # trained among: name → the α drawn from
 
     @property
     def recommended_start(self) -> float:
@@ -361,7 +362,9 @@ class SliderTrainer:
                   for path, m in network.unet.items()},
             arch=frozenset({detect_model_arch(backend.unet)}),
         )
-        return TrainResult(result_network, config, iteration, cancelled, losses, effect, held_out, self.start_estimate)
+        companions = {c.name: self.companion_alphas.tolist() for c in self.companions}
+        return TrainResult(result_network, config, iteration, cancelled, losses, effect, held_out, self.start_estimate,
+                           companions)
 
     def _estimate_start(self, latent_shape: tuple[int, int, int], autocast_dtype) -> StartEstimate:
         backend, config = self.backend, self.config
@@ -473,6 +476,8 @@ def training_metadata(result: TrainResult, *, base_model_name: str | None = None
                 "final_loss": result.losses[-1] if result.losses else None, "trainer_version": __version__,
                 "base_model": base_model_name, "base_model_hash": base_model_hash,
                 "effect": result.effect.to_dict() if result.effect else None}
+    if result.companions:
+        training["trained_among"] = result.companions
     return prompts, training
 
 
