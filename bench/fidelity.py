@@ -564,7 +564,8 @@ def main(argv: list[str] | None = None) -> None:
                                                   "rho_pooled": math.nan, "found": 1.0}, floor, floor, None))
             for label, official in variants:
                 training_began = time.time()
-                among = ({o.name: trained[o.name] for o in chosen if o.prompt is not None and o is not spec}
+                # Companions: the run's text sliders trained on their own (so already trained, see ``chosen``).
+                among = ({o.name: trained[o.name] for o in chosen if o.prompt is not None and o.name not in args.among}
                          if label == "ours" and spec.name in args.among else {})
                 network, score, stats = trained_or_saved(model, spec, args, official, pair_dir, label, among)
                 training_seconds = time.time() - training_began

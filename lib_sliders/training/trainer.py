@@ -362,9 +362,9 @@ class SliderTrainer:
                   for path, m in network.unet.items()},
             arch=frozenset({detect_model_arch(backend.unet)}),
         )
-        companions = {c.name: self.companion_alphas.tolist() for c in self.companions}
+        trained_among = {c.name: self.companion_alphas.tolist() for c in self.companions}
         return TrainResult(result_network, config, iteration, cancelled, losses, effect, held_out, self.start_estimate,
-                           companions)
+                           trained_among)
 
     def _estimate_start(self, latent_shape: tuple[int, int, int], autocast_dtype) -> StartEstimate:
         backend, config = self.backend, self.config
