@@ -320,9 +320,9 @@ def generate(model: ToyPixelDiffusion, prompts: list[str], noise: torch.Tensor, 
 
 
 def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str,
-                 companions: list[SliderNetwork]) -> tuple[TrainResult, TrainStats]:
+                 companions: dict[str, SliderNetwork]) -> tuple[TrainResult, TrainStats]:
     common = dict(name=spec.name, iterations=args.iterations, resolution=32, rank=args.rank, preset=args.preset,
-                  max_denoising_steps=args.train_steps, seed=args.seed)
+                  max_denoising_steps=args.train_steps, seed=args.seed, train_among=sorted(companions))
     if spec.prompt is not None and not official:
         common["timesteps_per_trajectory"] = args.timesteps_per_trajectory
     if spec.prompt is None:
@@ -409,7 +409,7 @@ def trained_or_saved(model, spec: SliderSpec, args, official: bool, pair_dir: st
             raise SystemExit(f"{path}: trained with other settings ({', '.join(differ)}); "
                              "remove it or choose another --sliders-dir")
         return network, score, None
-    result, stats = train_slider(model, spec, args, official, pair_dir, list(companions.values()))
+    result, stats = train_slider(model, spec, args, official, pair_dir, companions)
     if path:
         os.makedirs(args.sliders_dir, exist_ok=True)
         write_network(result.network, result.effect, settings, path)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import safetensors
+import safetensors.torch
 import torch
 from PIL import Image
 from toy_diffusion import make_toy_model
@@ -103,6 +107,24 @@ def test_resume_refuses_a_checkpoint_made_with_other_settings(sd1, tmp_path):
     SliderTrainer(ModelBackend(sd1), small_config(iterations=2, checkpoint_every=2), checkpoint_path=checkpoint).train()
     with pytest.raises(Exception, match="different settings.*rank"):
         SliderTrainer(ModelBackend(sd1), small_config(iterations=4, rank=2)).train(resume_from=checkpoint)
+
+
+def test_a_checkpoint_from_before_a_config_field_existed_resumes_with_its_default(sd1, tmp_path):
+    # A state file written before train_among existed: the run that wrote it trained alone, as the default does.
+    checkpoint = tmp_path / "run.state"
+    config = small_config(iterations=4, checkpoint_every=2)
+    SliderTrainer(ModelBackend(sd1), small_config(iterations=2, checkpoint_every=2), checkpoint_path=checkpoint).train()
+    with safetensors.safe_open(str(checkpoint), framework="pt") as file:
+        metadata = file.metadata()
+        tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 — not a dict
+    state = json.loads(metadata["state"])
+    del state["config"]["train_among"], state["config"]["among_alphas"]
+    safetensors.torch.save_file(tensors, str(checkpoint), metadata={**metadata, "state": json.dumps(state)})
+    resumed = SliderTrainer(ModelBackend(sd1), config).train(resume_from=checkpoint)
+    assert resumed.iterations == 4
+    with pytest.raises(Exception, match=r"different settings \(train_among\)"):
+        SliderTrainer(ModelBackend(sd1), small_config(iterations=4, checkpoint_every=2, train_among=["other"]),
+                      companions={"other": resumed.network}).train(resume_from=checkpoint)
 
 
 def test_same_seed_same_slider_and_checkpointing_changes_nothing(sd1):
@@ -232,18 +254,29 @@ def test_companion_sliders_are_on_while_training_at_drawn_alphas_and_gone_after(
     frozen = {path: module.up.clone() for path, module in companion.unet.items()}
     saved = snapshot(unet)
 
-    def train(**kwargs):
-        return SliderTrainer(ModelBackend(sd1), small_config(iterations=6), effect_samples=2, **kwargs).train()
+    def train(alphas=None):
+        among = {} if alphas is None else {"train_among": ["other"], "among_alphas": alphas}
+        return SliderTrainer(ModelBackend(sd1), small_config(iterations=6, **among), effect_samples=2,
+                             companions={"other": companion} if among else None).train()
 
     alone = train()
-    idle = train(companions=[companion], companion_alphas=(0.0,))
-    among = train(companions=[companion], companion_alphas=(-1.0, 1.0))
-    again = train(companions=[companion], companion_alphas=(-1.0, 1.0))
+    idle = train([0.0])
+    among = train([-1.0, 1.0])
+    again = train([-1.0, 1.0])
     assert_restored(unet, saved)
     assert all(torch.equal(module.up, frozen[path]) for path, module in companion.unet.items())
     assert idle.losses == alone.losses
     assert all(torch.equal(idle.network.unet[p].up, alone.network.unet[p].up) for p in alone.network.unet)
     assert among.losses != alone.losses and among.losses == again.losses  # drawn, and drawn the same each run
-    # The file says what it was trained among; one trained alone says nothing of it.
-    assert training_metadata(among)[1]["trained_among"] == {"other": [-1.0, 1.0]}
-    assert "trained_among" not in training_metadata(alone)[1]
+    # The file says what it was trained among and at which α; one trained alone says nothing of it.
+    training = training_metadata(among)[1]
+    assert training["train_among"] == ["other"] and training["among_alphas"] == [-1.0, 1.0]
+    assert training_metadata(alone)[1]["train_among"] == [] and "among_alphas" not in training_metadata(alone)[1]
+
+
+def test_the_sliders_named_to_train_among_must_be_the_ones_given(sd1):
+    other = SliderTrainer(ModelBackend(sd1), small_config(name="other", iterations=1), effect_samples=0).train().network
+    with pytest.raises(ConfigError, match=r"train_among: .*not given: other; not named: none"):
+        SliderTrainer(ModelBackend(sd1), small_config(train_among=["other"]))
+    with pytest.raises(ConfigError, match=r"train_among: .*not given: none; not named: stray"):
+        SliderTrainer(ModelBackend(sd1), small_config(), companions={"stray": other})

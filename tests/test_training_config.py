@@ -113,6 +113,12 @@ def test_defaults_are_valid():
         ({"default_start": 1.0}, "default_start"),
         ({"default_start": -0.1}, "default_start"),
         ({"checkpoint_every": -1}, "checkpoint_every"),
+        ({"train_among": ["smile", ""]}, "train_among[1]"),
+        ({"train_among": ["smile", "hair", "smile"]}, "train_among[2]"),
+        ({"train_among": ["smile", "age"]}, "train_among[1]"),  # the slider itself
+        ({"train_among": "smile"}, "train_among"),
+        ({"train_among": ["smile"], "among_alphas": []}, "among_alphas"),
+        ({"train_among": ["smile"], "among_alphas": [1.0, math.nan]}, "among_alphas"),
     ],
 )
 def test_each_text_problem_names_its_field(changes, field):

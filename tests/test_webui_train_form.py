@@ -3,10 +3,12 @@ that ``train_tab.create_tab`` builds with stand-ins for ``modules.call_queue``/`
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
 import types
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -23,6 +25,8 @@ from lib_sliders.webui.train_form import (
     form_to_request,
 )
 from lib_sliders.webui.train_jobs import SubmitError, TrainingHost, TrainingJobs, TrainJob, TrainOptions
+
+DOUBLE_MODULES = Path(__file__).parent / "webui_double" / "modules"
 
 
 def png(path, shade=0):
@@ -115,18 +119,30 @@ def test_text_round_trip_keeps_every_prompt_and_setting():
         rank=8, alpha=4.0, preset="xattn", iterations=300, lr=1e-4, resolution=768, batch_size=2, seed=7,
         precision="bf16", gradient_checkpointing=True, alpha_range=(-2.0, 4.0), default_start=0.2, estimate_start=False,
         max_denoising_steps=30, sampling_guidance=5.0, checkpoint_every=50, weight_decay=0.0,
+        train_among=["smile", "hair (long)"], among_alphas=[-1.0, 1.0],
     )
     form = config_to_form(config)
     assert form["mode"] == "Text slider" and form["preservation"] == "male\nfemale"
     assert json.loads(form["more_prompts"])[0]["positive"] == "old"
     assert json.loads(form["advanced"]) == {"weight_decay": 0.0, "max_denoising_steps": 30,
-                                            "sampling_guidance": 5.0, "checkpoint_every": 50, "weight": 2.0}
+                                            "sampling_guidance": 5.0, "checkpoint_every": 50,
+                                            "among_alphas": [-1.0, 1.0], "weight": 2.0}
+    assert form["train_among"] == ["smile", "hair (long)"]
     assert roundtrip(config) == config
+
+
+@pytest.mark.parametrize("value", [["smile", " hair ", ""], "smile, hair,", ("smile", "hair")])
+def test_sliders_to_train_among_come_as_the_multiselects_list_or_a_comma_list(value):
+    config, _ = form_to_request(text_values(train_among=value))
+    assert config["train_among"] == ["smile", "hair"]
+    config, _ = form_to_request(text_values())
+    assert config["train_among"] == []
 
 
 def test_default_config_has_empty_extras():
     form = config_to_form(TrainConfig(name="x", prompts=[TextPrompt("a", "b", "c")]))
     assert form["more_prompts"] == "" and form["advanced"] == "" and form["lr"] is None
+    assert form["train_among"] == []
     assert "overwrite" not in form and "preview" not in form
 
 
@@ -388,6 +404,21 @@ def test_an_existing_slider_is_only_replaced_with_overwrite(tmp_path):
     assert job.options.overwrite and job.config.name == "age"
 
 
+def test_sliders_to_train_among_must_be_in_the_slider_list(tmp_path):
+    values = text_values(train_among=["smile", "gone"])
+    with pytest.raises(SubmitError) as excinfo:
+        fake_jobs(tmp_path).create(*form_to_request(values))  # a host that can't load sliders
+    assert excinfo.value.errors == [("train_among", "this host can't load sliders to train among")]
+    jobs = TrainingJobs(TrainingHost(sliders_dir=lambda: str(tmp_path), prepare=lambda: None, restore=lambda: None,
+                                     slider_names=lambda: ["smile", "age"], load_slider=lambda name: None))
+    with pytest.raises(SubmitError) as excinfo:
+        jobs.create(*form_to_request(values))
+    assert fields_of(excinfo) == ["train_among[1]"] and "'gone'" in excinfo.value.errors[0][1]
+    assert train_form.error_lines(excinfo.value.errors)[0].startswith(
+        "Train among these sliders (train_among[1]): no slider named 'gone'")
+    assert jobs.create(*form_to_request(text_values(train_among=["smile"]))).config.train_among == ["smile"]
+
+
 def test_job_html():
     job = TrainJob("1", TrainConfig(name="<age>"), TrainOptions(), state="done", iteration=10, total=10,
                    effect={"cosine": 0.01, "gain": 0.0, "cosine_negative": 0.0, "gain_negative": 0.0},
@@ -424,6 +455,12 @@ def stub_webui(monkeypatch):
     monkeypatch.setitem(sys.modules, "modules", modules)
     monkeypatch.setitem(sys.modules, "modules.call_queue", call_queue)
     monkeypatch.setitem(sys.modules, "modules.shared", shared)
+    for name in ("ui_common", "ui_components"):  # the webui double's copies (the refresh button)
+        spec = importlib.util.spec_from_file_location(f"modules.{name}", DOUBLE_MODULES / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        setattr(modules, name, module)
+        monkeypatch.setitem(sys.modules, f"modules.{name}", module)
     previous = sys.modules.pop("lib_sliders.webui.train_tab", None)
     from lib_sliders.webui import train_tab
 
@@ -438,6 +475,7 @@ def stub_webui(monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore:Please use `import python_multipart`:PendingDeprecationWarning")
+@pytest.mark.filterwarnings("ignore:You have unused kwarg parameters in ToolButton")  # tooltip: the webui's patch
 def test_create_tab_builds_and_refuses_without_starting(tmp_path, stub_webui):
     import gradio as gr
 

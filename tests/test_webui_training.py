@@ -565,6 +565,30 @@ def test_train_tab_cancel_then_resume(env, train_tab, jobs):
     assert not os.path.exists(state_path(env, "tab_resumed"))
 
 
+def test_train_tab_trains_a_slider_among_others_from_the_slider_list(env, train_tab, jobs):
+    start = tab_handler(train_tab, "sliders_train_start")
+    refresh = tab_handler(train_tab, "sliders_train_train_among_refresh")
+    press(start, tab_values(train_tab, start, task_id="task(among1)", **{**TAB_FORM, "name": "tab_smile"}))
+    # The refresh button offers the new slider; chosen names stay chosen, even one that is gone.
+    update = refresh.fn(["gone"])
+    assert "tab_smile" in update["choices"] and "gone" in update["choices"] and update["value"] == ["gone"]
+    result = press(start, tab_values(train_tab, start, task_id="task(among2)",
+                                     **{**TAB_FORM, "name": "tab_among", "train_among": ["tab_smile", "gone"]}))
+    assert "Training did not start" in result["result"] and "no slider named" in result["result"]
+
+    result = press(start, tab_values(train_tab, start, task_id="task(among3)",
+                                     **{**TAB_FORM, "name": "tab_among", "train_among": ["tab_smile"]}))["result"]
+    assert "Trained slider <b>tab_among</b>" in result, result
+    job = next(j for j in jobs.jobs() if j.config.name == "tab_among")
+    assert job.state == "done" and job.config.train_among == ["tab_smile"]
+    training = json.loads(load_slider(slider_path(env, "tab_among")).metadata["sliders.training"])
+    assert training["train_among"] == ["tab_smile"] and training["among_alphas"] == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    # Trained among it, the new slider differs from the same settings trained alone.
+    press(start, tab_values(train_tab, start, task_id="task(among4)", **{**TAB_FORM, "name": "tab_alone"}))
+    among, alone = load_slider(slider_path(env, "tab_among")), load_slider(slider_path(env, "tab_alone"))
+    assert any(not torch.equal(m.up, alone.unet[p].up) for p, m in among.unet.items())
+
+
 def test_the_background_thread_holds_the_queue_lock(env, api, jobs):
     from modules import call_queue
 

@@ -188,6 +188,7 @@ _CONFIG_KINDS = {
     "bidirectional": "bool", "max_denoising_steps": "int", "timesteps_per_trajectory": "int",
     "sampling_guidance": "float", "alpha_range": "float2",
     "default_start": "float", "estimate_start": "bool", "checkpoint_every": "int",
+    "train_among": "str[]", "among_alphas": "float[]",
 }
 
 
@@ -300,6 +301,11 @@ class TrainConfig:
     # prompt pair to probe and keep ``default_start``.
     estimate_start: bool = True
     checkpoint_every: int = 0  # iterations between resumable checkpoints; 0 = none
+    # Sliders this one will be used with (names the caller resolves, e.g. the webui's slider list): on while
+    # it trains, each at an α drawn per iteration from ``among_alphas``, so that it learns its change among
+    # theirs rather than alone (sliders trained apart interact when used together).
+    train_among: list[str] = field(default_factory=list)
+    among_alphas: list[float] = field(default_factory=lambda: [-2.0, -1.0, 0.0, 1.0, 2.0])
 
     def __post_init__(self) -> None:
         _normalise(self, _CONFIG_KINDS)
@@ -386,6 +392,21 @@ class TrainConfig:
             bad("default_start", "must be a fraction of the steps in [0, 1)")
         if "checkpoint_every" in ok and self.checkpoint_every < 0:
             bad("checkpoint_every", "must be zero (no checkpoints) or a positive number of iterations")
+        if "train_among" in ok:
+            seen: set[str] = set()
+            for i, other in enumerate(self.train_among):
+                if not other:
+                    bad(f"train_among[{i}]", "must not be empty")
+                elif other in seen:
+                    bad(f"train_among[{i}]", f"{other!r} is listed twice")
+                elif other == self.name:
+                    bad(f"train_among[{i}]", "a slider can't be trained among itself")
+                seen.add(other)
+        if "among_alphas" in ok and self.train_among:
+            if not self.among_alphas:
+                bad("among_alphas", "give at least one α for the sliders it is trained among")
+            elif not all(math.isfinite(a) for a in self.among_alphas):
+                bad("among_alphas", "must be finite numbers")
         return errors
 
     def _check_items(self, name: str, item_cls: type, empty: str, errors: list[ConfigError]) -> None:

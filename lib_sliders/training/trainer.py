@@ -14,8 +14,8 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 
 import safetensors
 import safetensors.torch
@@ -65,7 +65,6 @@ class TrainResult:
     effect: EffectScore | None = None
     held_out_loss: tuple[float, float] | None = None  # (before, after) training, when asked for
     start_estimate: StartEstimate | None = None  # text sliders with ``estimate_start``
-    companions: dict[str, list[float]] = field(default_factory=dict)  # trained among: name → the α drawn from
 
     @property
     def recommended_start(self) -> float:
@@ -222,7 +221,7 @@ class SliderTrainer:
                  merge_for_sampling: bool | None = None, cuda_graphs: bool | None = None,
                  offload_encoders: bool | None = None, merge_backup_device: str | None = None,
                  effect_samples: int = 4, start_samples: int = 8,
-                 companions: Sequence[SliderNetwork] = (), companion_alphas: Sequence[float] = (-2, -1, 0, 1, 2)):
+                 companions: Mapping[str, SliderNetwork] | None = None):
         config.validate()
         step = resolution_step(backend)
         if config.resolution % step:
@@ -237,12 +236,18 @@ class SliderTrainer:
         self.held_out_draws = held_out_draws  # > 0: measure the loss on fixed draws before and after
         self.effect_samples = effect_samples  # held-out draws for the effect score; 0 skips it
         self.start_samples = start_samples  # noise draws of the start estimate; 0 skips it
-        # Sliders the new one will be used with: on during training, each at an α drawn per iteration from
-        # ``companion_alphas``, so that the slider learns its change among theirs (they are not trained).
-        self.companions = list(companions)
-        self.companion_alphas = torch.tensor([float(a) for a in companion_alphas])
-        if self.companions and not len(self.companion_alphas):
-            raise ConfigError("companion_alphas", "give at least one α for the companion sliders")
+        # ``config.train_among``, loaded by the caller (name → network): on during training, each at an α drawn
+        # per iteration from ``config.among_alphas``, so that the slider learns its change among theirs. They
+        # are not trained.
+        companions = dict(companions or {})
+        missing = [name for name in config.train_among if name not in companions]
+        if missing or len(companions) != len(config.train_among):
+            extra = sorted(set(companions) - set(config.train_among))
+            raise ConfigError("train_among", f"the sliders named here and those given differ (not given: "
+                                             f"{', '.join(missing) or 'none'}; not named: {', '.join(extra) or 'none'})")
+        # Their UNet part only: the prompts' embeddings are encoded once, before the loop, with no slider on.
+        self.companions = [replace(companions[name], text=[]) for name in config.train_among]
+        self.companion_alphas = torch.tensor([float(a) for a in config.among_alphas])
         self.start_estimate: StartEstimate | None = None
         # Merging pays off where the hooks' kernel launches dominate (GPU); on a CPU the merge costs more.
         self.merge_for_sampling = backend.device.type == "cuda" if merge_for_sampling is None else merge_for_sampling
@@ -362,9 +367,7 @@ class SliderTrainer:
                   for path, m in network.unet.items()},
             arch=frozenset({detect_model_arch(backend.unet)}),
         )
-        trained_among = {c.name: self.companion_alphas.tolist() for c in self.companions}
-        return TrainResult(result_network, config, iteration, cancelled, losses, effect, held_out, self.start_estimate,
-                           trained_among)
+        return TrainResult(result_network, config, iteration, cancelled, losses, effect, held_out, self.start_estimate)
 
     def _estimate_start(self, latent_shape: tuple[int, int, int], autocast_dtype) -> StartEstimate:
         backend, config = self.backend, self.config
@@ -436,7 +439,9 @@ class SliderTrainer:
             raise SliderError(f"{path}: not a training checkpoint ({error})") from None
         if metadata.get("format") != STATE_FORMAT or not isinstance(state, dict):
             raise SliderError(f"{path}: not a training checkpoint")
-        saved, current = dict(state["config"]), self.config.to_dict()
+        current = self.config.to_dict()
+        # A field newer than the checkpoint takes its default there (what the run that saved it did).
+        saved = {**type(self.config)(name=self.config.name).to_dict(), **state["config"]}
         for key in RESUMABLE_CHANGES:  # settings that don't change what the loop does
             saved.pop(key, None)
             current.pop(key, None)
@@ -476,8 +481,8 @@ def training_metadata(result: TrainResult, *, base_model_name: str | None = None
                 "final_loss": result.losses[-1] if result.losses else None, "trainer_version": __version__,
                 "base_model": base_model_name, "base_model_hash": base_model_hash,
                 "effect": result.effect.to_dict() if result.effect else None}
-    if result.companions:
-        training["trained_among"] = result.companions
+    if not config.train_among:  # trained alone: the α it would have drawn them at says nothing
+        training.pop("among_alphas", None)
     return prompts, training
 
 

@@ -101,7 +101,7 @@ def _training_jobs() -> TrainingJobs:
         return settings.slider_dirs()[0]
 
     return TrainingJobs(make_host(runtime, first_slider_dir, call_queue.queue_lock,
-                                  on_saved=lambda job: library().refresh()))
+                                  on_saved=lambda job: library().refresh(), library=library))
 
 
 training_jobs = _training_jobs()

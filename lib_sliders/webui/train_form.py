@@ -35,7 +35,7 @@ UPLOADS_FOLDER = "uploads"
 
 # TrainConfig fields without a widget (set in "Other settings"), and the first prompt's sampling weight.
 ADVANCED_KEYS = ("weight_decay", "bidirectional", "max_denoising_steps", "timesteps_per_trajectory",
-                 "sampling_guidance", "checkpoint_every")
+                 "sampling_guidance", "checkpoint_every", "among_alphas")
 PROMPT_WEIGHT_KEY = "weight"
 
 _CONFIG = TrainConfig(name="")
@@ -47,7 +47,7 @@ _OPTIONS = TrainOptions()
 class FormField:
     name: str
     default: Any
-    kind: str  # text | lines | json | radio | dropdown | number | int | checkbox
+    kind: str  # text | lines | json | radio | dropdown | sliders | number | int | checkbox
     label: str
     info: str = ""
     choices: tuple = ()
@@ -112,6 +112,10 @@ FORM_FIELDS: list[FormField] = [
     FormField("estimate_start", _CONFIG.estimate_start, "checkbox", "Estimate the start from the model",
               "Text sliders: probe where the model decides the attribute and save that start instead of the "
               "number beside (colour-like attributes start late, layout-like ones early)"),
+    FormField("train_among", (), "sliders", "Train among these sliders",
+              "Sliders you will use together with this one: they are on at random strengths (α −2…2) while it "
+              "trains, so that it keeps its effect among them (α −2…2: among_alphas in Other settings). "
+              "Empty = trained alone"),
     FormField("advanced", "", "json", "Other settings",
               "JSON object for the rest, e.g. {\"max_denoising_steps\": 50, \"sampling_guidance\": 3, "
               "\"checkpoint_every\": 100}; keys: " + ", ".join(ADVANCED_KEYS) + ", weight"),
@@ -210,6 +214,12 @@ def parse_preservation(text: Any) -> list[str]:
     if isinstance(text, (list, tuple)):
         return [str(t).strip() for t in text if str(t).strip()]
     return [line.strip() for line in str(text or "").splitlines() if line.strip()]
+
+
+def parse_slider_names(value: Any) -> list[str]:
+    """The multiselect's list, or names separated by commas (the API, a pasted list); blanks dropped."""
+    items = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
 
 
 def _json_value(values: Mapping, name: str, field: str, expected: type, errors: _Errors):
@@ -329,6 +339,7 @@ def _parse(values: Mapping, uploaded_pairs, errors: _Errors) -> dict[str, Any]:
     config["precision"] = _text(values, "precision") or _CONFIG.precision
     config["gradient_checkpointing"] = _flag(values, "gradient_checkpointing")
     config["estimate_start"] = _flag(values, "estimate_start")
+    config["train_among"] = parse_slider_names(_get(values, "train_among"))
     low = _number(values, "alpha_low", "alpha_range", errors)
     high = _number(values, "alpha_high", "alpha_range", errors)
     config["alpha_range"] = [_CONFIG.alpha_range[0] if low is None else low,
@@ -413,7 +424,7 @@ def config_to_form(config: TrainConfig) -> dict[str, Any]:
         "batch_size": config.batch_size, "seed": config.seed, "precision": config.precision,
         "gradient_checkpointing": config.gradient_checkpointing, "alpha_low": config.alpha_range[0],
         "alpha_high": config.alpha_range[1], "default_start": config.default_start,
-        "estimate_start": config.estimate_start,
+        "estimate_start": config.estimate_start, "train_among": list(config.train_among),
         "advanced": _advanced_text(config),
     }
 

@@ -19,11 +19,12 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SliderError
+from ..lora import SliderNetwork
 from ..training.config import ConfigError, TrainConfig
 from ..training.trainer import SliderTrainer, TrainProgress, TrainResult, save_trained_slider
 
@@ -56,6 +57,9 @@ class TrainingHost:
     on_saved: Callable[[TrainJob], None] = lambda job: None  # e.g. refresh the slider list
     # Around a background job (the API's): the webui's job state, so a stale Interrupt can't cancel it.
     job_context: Callable[[TrainJob], Any] = lambda job: contextlib.nullcontext()
+    # The slider list, for ``train_among``: its names, and a name → the loaded slider (raises SliderError).
+    slider_names: Callable[[], Collection[str]] = lambda: ()
+    load_slider: Callable[[str], SliderNetwork] | None = None
 
 
 @dataclass
@@ -138,6 +142,7 @@ class TrainingJobs:
                 errors.append(("name", f"a slider named {config.name!r} exists; choose another name or overwrite it"))
             if options.resume and not os.path.exists(self.state_path(config.name)):
                 errors.append(("resume", f"no unfinished run of {config.name!r} to resume"))
+            errors += self._among_errors(config)
             with self._lock:
                 if any(j.config.name == config.name and j.state in ("queued", "running") for j in self._jobs.values()):
                     errors.append(("name", f"a job training {config.name!r} is already queued or running"))
@@ -147,6 +152,15 @@ class TrainingJobs:
         with self._lock:
             self._jobs[job.id] = job
         return job
+
+    def _among_errors(self, config: TrainConfig) -> list[tuple[str, str]]:
+        if not config.train_among:
+            return []
+        if self.host.load_slider is None:
+            return [("train_among", "this host can't load sliders to train among")]
+        known = set(self.host.slider_names())
+        return [(f"train_among[{i}]", f"no slider named {name!r} in the slider list (refresh it, or check the name)")
+                for i, name in enumerate(config.train_among) if name not in known]
 
     def get(self, job_id: str) -> TrainJob | None:
         with self._lock:
@@ -213,13 +227,23 @@ class TrainingJobs:
 
         trainer = SliderTrainer(backend, job.config, on_progress=progress, checkpoint_path=state,
                                 should_stop=lambda: job.cancel_requested or self.host.interrupted(),
-                                progress_every=max(1, min(10, job.config.iterations // 100 or 1)))
+                                progress_every=max(1, min(10, job.config.iterations // 100 or 1)),
+                                companions=self._companions(job))
         result = trainer.train(resume_from=state if job.options.resume else None)
         job.iteration = result.iterations
         if not result.cancelled:
             with contextlib.suppress(OSError):
                 os.remove(state)
         return result
+
+    def _companions(self, job: TrainJob) -> dict[str, SliderNetwork]:
+        """The sliders ``train_among`` names, loaded (a file that can't be read fails the job, naming it)."""
+        companions = {name: self.host.load_slider(name) for name in job.config.train_among}
+        with_text = sorted(name for name, network in companions.items() if network.has_text)
+        if with_text:
+            job.messages.append(f"trained among {', '.join(with_text)} without their text-encoder weights "
+                                "(only their UNet part acts while training)")
+        return companions
 
     def _save(self, job: TrainJob, result: TrainResult) -> None:
         if result.iterations == 0:

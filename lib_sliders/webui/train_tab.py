@@ -8,12 +8,15 @@ task whose id ``slidersStartTraining`` in ``javascript/sliders.js`` puts first a
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import tempfile
 
 import gradio as gr
 from modules import call_queue, shared
+from modules.ui_common import refresh_symbol
+from modules.ui_components import ToolButton
 
 from ..errors import SliderError
 from . import train_form
@@ -31,7 +34,7 @@ def elem_id(item: str) -> str:
     return ELEM_PREFIX + item
 
 
-def _widget(name: str):
+def _widget(name: str, slider_names=()):
     field = FIELDS[name]
     common = {"label": field.label, "info": field.info or None, "elem_id": elem_id(name)}
     if field.kind in ("text", "lines", "json"):
@@ -42,6 +45,8 @@ def _widget(name: str):
         return gr.Radio(choices=list(field.choices), value=field.default, **common)
     if field.kind == "dropdown":
         return gr.Dropdown(choices=list(field.choices), value=field.default, **common)
+    if field.kind == "sliders":  # names from the slider list; a loaded preset may name others
+        return gr.Dropdown(choices=list(slider_names), value=list(field.default), multiselect=True, **common)
     if field.kind in ("number", "int"):
         return gr.Number(value=field.default, precision=0 if field.kind == "int" else None, **common)
     if field.kind == "checkbox":
@@ -107,11 +112,27 @@ class TrainTab:
             return ""
         exists = os.path.exists(self.jobs.output_path(name))
         try:
-            library = self.library() if callable(self.library) else self.library
-            exists = exists or library.get(name) is not None
+            exists = exists or self._library().get(name) is not None
         except Exception:  # noqa: BLE001 — a hint only
             pass
         return train_form.name_hint_html(name, exists)
+
+    def _library(self):
+        return self.library() if callable(self.library) else self.library
+
+    def slider_names(self) -> list[str]:
+        try:
+            return self._library().names()
+        except Exception:  # noqa: BLE001 — an unreadable folder leaves the list empty, training alone still works
+            return []
+
+    def refresh_sliders(self, chosen):
+        """Rescan the slider folders; names already chosen stay chosen (the job says if one is gone)."""
+        with contextlib.suppress(Exception):
+            self._library().refresh()
+        names = self.slider_names()
+        chosen = train_form.parse_slider_names(chosen)
+        return gr.update(choices=[*names, *(n for n in chosen if n not in names)], value=chosen)
 
     def save_preset(self, *args):
         values, before, after = self.split(args)
@@ -137,6 +158,11 @@ class TrainTab:
         except (SliderError, OSError) as err:
             return [*keep, gr.update(), gr.update(), train_form.errors_html([("file", str(err))], "Not loaded:")]
         updates = [gr.update(value=form[name]) if name in form else gr.update() for name in FIELD_NAMES]
+        if form.get("train_among"):  # a preset may name sliders this list hasn't got: offer them too
+            names = self.slider_names()
+            among = FIELD_NAMES.index("train_among")
+            updates[among] = gr.update(value=form["train_among"],
+                                       choices=[*names, *(n for n in form["train_among"] if n not in names)])
         text_visible, image_visible = train_form.mode_visibility(form["mode"])
         return [*updates, gr.update(visible=text_visible), gr.update(visible=image_visible),
                 train_form.notes_html(f"Loaded {original}.", notes)]
@@ -153,7 +179,7 @@ def create_tab(jobs: TrainingJobs, library) -> gr.Blocks:
 
     def add(*names):
         for name in names:
-            widgets[name] = _widget(name)
+            widgets[name] = _widget(name, tab.slider_names())
 
     with gr.Blocks(analytics_enabled=False) as blocks:
         with gr.Row(equal_height=False):
@@ -191,6 +217,10 @@ def create_tab(jobs: TrainingJobs, library) -> gr.Blocks:
                         add("precision", "gradient_checkpointing")
                     with gr.Row():
                         add("alpha_low", "alpha_high", "default_start", "estimate_start")
+                    with gr.Row():
+                        add("train_among")
+                        refresh = ToolButton(value=refresh_symbol, elem_id=elem_id("train_among_refresh"),
+                                             tooltip="Rescan slider folders")
                     add("advanced")
                 with gr.Accordion("Presets", open=False, elem_id=elem_id("presets")):
                     with gr.Row():
@@ -223,6 +253,8 @@ def create_tab(jobs: TrainingJobs, library) -> gr.Blocks:
             button.click(fn=call_queue.wrap_gradio_gpu_call(handler, extra_outputs=[gr.update(), gr.update()]),
                          _js="slidersStartTraining", inputs=[task_id, *inputs], outputs=[preview, status, result],
                          ).then(fn=None, _js="slidersRefreshCards")  # the new slider's card, on both tabs
+        refresh.click(fn=tab.refresh_sliders, inputs=[widgets["train_among"]], outputs=[widgets["train_among"]],
+                      show_progress=False)
         cancel.click(fn=tab.cancel, inputs=[], outputs=[status], show_progress=False)
         save.click(fn=tab.save_preset, inputs=inputs, outputs=[download, preset_notes], show_progress=False)
         upload.upload(fn=tab.load_preset, inputs=[upload], outputs=[*form, text_group, image_group, preset_notes],

@@ -35,7 +35,8 @@ def _require_model():
     return model
 
 
-def make_host(runtime, sliders_dir, queue_lock, on_saved) -> TrainingHost:
+def make_host(runtime, sliders_dir, queue_lock, on_saved, library=None) -> TrainingHost:
+    """``library``: a callable returning the slider list (``SliderLibrary``), for training among sliders."""
     state = {"optimizations_undone": False}
 
     def prepare():
@@ -95,6 +96,8 @@ def make_host(runtime, sliders_dir, queue_lock, on_saved) -> TrainingHost:
         prediction_type=prediction_type, lock=queue_lock, on_progress=on_progress,
         interrupted=lambda: bool(shared.state.interrupted), make_preview=lambda job: make_preview(job, runtime),
         on_saved=on_saved,
+        slider_names=(lambda: library().names()) if library is not None else (lambda: ()),
+        load_slider=(lambda name: library().load(name)) if library is not None else None,
     )
 
 
