@@ -133,6 +133,13 @@ def test_train_tab_trains_a_slider_whose_card_then_appears(page):
     result = wait_for(lambda: "Trained slider" in (text := js(page, "return gradioApp().querySelector("
                                                                    "'#sliders_train_result').innerText")) and text, 900)
     assert f"Trained slider {name} (2 iterations)" in result and f"{name}.safetensors" in result
+    # "Train among these sliders" offers it after a rescan (the list is read when the page is built).
+    js(page, "gradioApp().querySelector('#sliders_train_settings .label-wrap').click()")
+    page.find_element(By.ID, "sliders_train_train_among_refresh").click()
+    time.sleep(2)
+    page.find_element(By.CSS_SELECTOR, "#sliders_train_train_among input").click()
+    wait_for(lambda: name in [li.text for li in page.find_elements(
+        By.CSS_SELECTOR, "#sliders_train_train_among ul.options li")], 20)
     # The Extra Networks pages were rebuilt after the run: the new card is there without a manual refresh.
     page.find_element(By.XPATH, "//div[@id='tabs']//button[normalize-space()='txt2img']").click()
     page.find_element(By.XPATH, "//div[@id='txt2img_extra_tabs']//button[normalize-space()='Sliders']").click()

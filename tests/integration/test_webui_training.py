@@ -112,3 +112,24 @@ def test_image_slider_from_before_after_pairs(webui, tmp_path):
     before, _ = webui.txt2img(PROMPT, seed=5)
     moved, _ = webui.txt2img(f"{PROMPT} <slider:{name}:2>", seed=5)
     assert float(np.abs(moved[0] - before[0]).mean()) > 0.05
+
+
+def test_train_among_an_installed_slider(webui):
+    """``train_among`` names sliders of the list: loaded from their files, on while the new one trains, recorded."""
+    first = f"it_among_a_{uuid.uuid4().hex[:6]}"
+    assert wait_until_finished(webui, webui.request("POST", "/sliders/v1/train", tiny_config(first))["id"])[
+        "state"] == "done"
+    with pytest.raises(AssertionError, match=r"HTTP 422.*train_among\[1\].*no slider named.*it_gone"):
+        webui.request("POST", "/sliders/v1/train", tiny_config(f"{first}_x", train_among=[first, "it_gone"]))
+    name = f"it_among_b_{uuid.uuid4().hex[:6]}"
+    before, _ = webui.txt2img(PROMPT, seed=5)
+    job = wait_until_finished(webui, webui.request("POST", "/sliders/v1/train",
+                                                   tiny_config(name, train_among=[first]))["id"])
+    assert job["state"] == "done", job
+    after, _ = webui.txt2img(PROMPT, seed=5)
+    assert np.array_equal(before[0], after[0])  # neither slider is left in the model
+    listed = {s["name"]: s for s in webui.request("GET", "/sliders/v1/sliders")}
+    training = json.loads(listed[name]["metadata"]["sliders.training"])
+    assert training["train_among"] == [first] and training["among_alphas"] == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    both, _ = webui.txt2img(f"{PROMPT} <slider:{first}:1> <slider:{name}:2>", seed=5)
+    assert float(np.abs(both[0] - before[0]).mean()) > 0.05
