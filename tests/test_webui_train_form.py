@@ -506,3 +506,18 @@ def test_create_tab_builds_and_refuses_without_starting(tmp_path, stub_webui):
     assert preview is None and "no model is loaded" in page and jobs.jobs()[0].state == "failed"
     assert tab.cancel() == "<p>Nothing is training.</p>" and not stub_webui.state.interrupted
     assert "exists" in tab.name_hint("age") and tab.name_hint("new") == ""
+
+
+@pytest.mark.filterwarnings("ignore:Please use `import python_multipart`:PendingDeprecationWarning")
+@pytest.mark.filterwarnings("ignore:You have unused kwarg parameters in ToolButton")  # tooltip: the webui's patch
+def test_a_loaded_preset_keeps_the_sliders_it_trains_among_even_those_not_installed(tmp_path, stub_webui):
+    library = types.SimpleNamespace(names=lambda: ["smile", "age"], get=lambda name: None, refresh=lambda: None)
+    blocks = stub_webui.module.create_tab(fake_jobs(tmp_path), lambda: library)
+    tab = blocks.sliders_train_tab
+    preset = tmp_path / "among.json"
+    preset.write_text(form_to_json(text_values(name="hair", train_among=["smile", "gone"])), encoding="utf-8")
+    updates = tab.load_preset(str(preset))
+    among = updates[FIELD_NAMES.index("train_among")]
+    assert among["value"] == ["smile", "gone"] and among["choices"] == ["smile", "age", "gone"]
+    refreshed = tab.refresh_sliders(["age"])
+    assert refreshed["value"] == ["age"] and refreshed["choices"] == ["smile", "age"]

@@ -130,6 +130,11 @@ class TrainTab:
         """Rescan the slider folders; names already chosen stay chosen (the job says if one is gone)."""
         with contextlib.suppress(Exception):
             self._library().refresh()
+        return self.among_update(chosen)
+
+    def among_update(self, chosen):
+        """The multiselect with ``chosen`` picked; names the list hasn't got (a preset's, a removed file's) are
+        offered too, so that nothing is dropped silently (the job then names what is missing)."""
         names = self.slider_names()
         chosen = train_form.parse_slider_names(chosen)
         return gr.update(choices=[*names, *(n for n in chosen if n not in names)], value=chosen)
@@ -158,11 +163,8 @@ class TrainTab:
         except (SliderError, OSError) as err:
             return [*keep, gr.update(), gr.update(), train_form.errors_html([("file", str(err))], "Not loaded:")]
         updates = [gr.update(value=form[name]) if name in form else gr.update() for name in FIELD_NAMES]
-        if form.get("train_among"):  # a preset may name sliders this list hasn't got: offer them too
-            names = self.slider_names()
-            among = FIELD_NAMES.index("train_among")
-            updates[among] = gr.update(value=form["train_among"],
-                                       choices=[*names, *(n for n in form["train_among"] if n not in names)])
+        if form.get("train_among"):
+            updates[FIELD_NAMES.index("train_among")] = self.among_update(form["train_among"])
         text_visible, image_visible = train_form.mode_visibility(form["mode"])
         return [*updates, gr.update(visible=text_visible), gr.update(visible=image_visible),
                 train_form.notes_html(f"Loaded {original}.", notes)]
@@ -179,7 +181,7 @@ def create_tab(jobs: TrainingJobs, library) -> gr.Blocks:
 
     def add(*names):
         for name in names:
-            widgets[name] = _widget(name, tab.slider_names())
+            widgets[name] = _widget(name, tab.slider_names() if FIELDS[name].kind == "sliders" else ())
 
     with gr.Blocks(analytics_enabled=False) as blocks:
         with gr.Row(equal_height=False):
