@@ -240,8 +240,8 @@ class SliderTrainer:
         # per iteration from ``config.among_alphas``, so that the slider learns its change among theirs. They
         # are not trained.
         companions = dict(companions or {})
-        missing = [name for name in config.train_among if name not in companions]
-        if missing or len(companions) != len(config.train_among):
+        if set(companions) != set(config.train_among):  # the config refuses a name listed twice
+            missing = [name for name in config.train_among if name not in companions]
             extra = sorted(set(companions) - set(config.train_among))
             raise ConfigError("train_among", f"the sliders named here and those given differ (not given: "
                                              f"{', '.join(missing) or 'none'}; not named: {', '.join(extra) or 'none'})")
