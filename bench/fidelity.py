@@ -335,7 +335,7 @@ def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str,
             for path, image in zip(names, (pairs.before[i], pairs.after[i]), strict=True):
                 Image.fromarray(world.to_uint8(image)).save(path)
             paths.append(ImagePair(*names))
-        config = TrainConfig(mode="image", pairs=paths, scales=[1.0, 2.0], lr=args.image_lr,
+        config = TrainConfig(mode="image", pairs=paths, scales=args.image_scales, lr=args.image_lr,
                              batch_size=args.image_batch, **common)
     elif official:  # the paper's plain formula as the official code runs it: one direction, no P
         prompt = replace(spec.prompt, preservation=[])
@@ -420,7 +420,7 @@ def training_settings(args, spec: SliderSpec, official: bool) -> dict:
     """What decides a trained slider, to tell a stored one made otherwise from the one this run would train."""
     names = ["iterations", "rank", "preset", "train_steps", "seed"]
     if spec.prompt is None:
-        names += ["image_lr", "image_batch", "pairs"]
+        names += ["image_lr", "image_batch", "image_scales", "pairs"]
     else:
         names += ["lr"]
         if not official:
@@ -480,6 +480,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--image-lr", type=float, default=1e-4)
     parser.add_argument("--image-batch", type=int, default=1, help="batch size of the image slider")
+    parser.add_argument("--image-scales", default="1",
+                        help="the image slider's scales s (it trains ±s on each pair's after / before image)")
     parser.add_argument("--pairs", type=int, default=16, help="before/after pairs of the image slider")
     parser.add_argument("--train-steps", type=int, default=20, help="DDIM schedule of the training loop")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps when generating")
@@ -521,6 +523,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     alphas = np.array([float(a) for a in args.alphas.split(",")])
+    args.image_scales = [float(s) for s in args.image_scales.split(",")]
     if not (alphas == 0).any():
         parser.error("--alphas must include 0 (the reference image)")
     args.among = [name for name in args.among.split(",") if name]

@@ -67,7 +67,7 @@ def test_fields_are_ordered_and_default_to_the_configs_defaults():
     assert len(set(FIELD_NAMES)) == len(FORM_FIELDS)
     values = defaults()
     base = TrainConfig(name="")
-    assert values["mode"] == "Text slider" and values["scales"] == "1, 2"
+    assert values["mode"] == "Text slider" and values["scales"] == "1"
     assert (values["rank"], values["iterations"], values["preset"], values["lr"]) == (
         base.rank, base.iterations, base.preset, None)
     assert (values["alpha_low"], values["alpha_high"]) == base.alpha_range
@@ -231,7 +231,7 @@ def test_bad_scales_name_scales_for_image_sliders_only(tmp_path):
         form_to_request(image_values(before, after, scales="1, -2"))
     assert fields_of(excinfo) == ["scales[1]"]
     # The image fields are hidden for a text slider: a stray value there doesn't block it.
-    assert form_to_request(text_values(scales="1, x"))[0]["scales"] == [1.0, 2.0]
+    assert form_to_request(text_values(scales="1, x"))[0]["scales"] == [1.0]
 
 
 # ---------------------------------------------------------------------------------------------- refusals

@@ -277,7 +277,10 @@ class TrainConfig:
     prompts: list[TextPrompt] = field(default_factory=list)
     pairs: list[ImagePair] = field(default_factory=list)
     image_prompt: str = ""  # conditioning for image sliders (official: empty)
-    scales: list[float] = field(default_factory=lambda: [1.0, 2.0])  # image sliders train at ±s
+    # Image sliders train at ±s: α = +s on the after images, −s on the before ones. One pair of folders makes one
+    # scale; two scales on the same images would ask for the same image at α 1 and 2, and the slider learns
+    # 0.6 of the change per unit α instead of all of it (the official two-folder setup: ±1).
+    scales: list[float] = field(default_factory=lambda: [1.0])
     rank: int = 4
     alpha: float = 1.0
     preset: str = DEFAULT_PRESET

@@ -86,7 +86,7 @@ FORM_FIELDS: list[FormField] = [
     FormField("image_prompt", _CONFIG.image_prompt, "text", "Image prompt",
               "Prompt used while training on the pairs (official: empty)"),
     FormField("scales", _scales_text(_CONFIG.scales), "text", "Scales",
-              "The slider trains at ±each scale, e.g. \"1, 2\""),
+              "The α the after images stand for (the before images: −α). Smaller = stronger per unit α"),
     # --- settings
     FormField("rank", _CONFIG.rank, "int", "Rank", "LoRA rank: 4 is plenty for most sliders; higher = bigger file"),
     FormField("alpha", _CONFIG.alpha, "number", "Network alpha", "LoRA alpha (scale = alpha / rank); 1 as official"),
