@@ -34,6 +34,9 @@ the size slider among the run's other text sliders (the trainer's companions, ea
 to see whether it then keeps its effect when they act too. ``--sliders-dir``
 keeps the trained sliders, so a later run re-measures them (other seeds, α or start) without training.
 
+This file trains and generates; ``bench/fidelity_lib`` holds the sliders (``sliders``), the measurement of a
+grid (``measure``), the store of ``--sliders-dir`` (``store``) and the printed report (``report``).
+
 Sliders: ``size`` (tiny → huge), ``colour`` (red → blue, measured as the shape's blue − red), and
 ``background`` (dark → light) as text sliders with the three shapes as preservation concepts, and
 ``image_size``, an image slider from rendered small → large pairs.
@@ -49,240 +52,38 @@ about 40 minutes on a 2-core CPU.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from bench.fidelity_lib.measure import Grid, matched_change, oracle, oracle_at  # noqa: E402
+from bench.fidelity_lib.report import Composed, ours_label, print_report  # noqa: E402
+from bench.fidelity_lib.sliders import (  # noqa: E402
+    DEFAULT_TOTAL_GUIDANCE,
+    PRESERVATION,
+    SLIDERS,
+    SliderSpec,
+    caption_without,
+)
+from bench.fidelity_lib.store import read_network, write_network  # noqa: E402
 from bench.toyworld import world  # noqa: E402
 from bench.toyworld.model import ToyPixelDiffusion  # noqa: E402
 from lib_sliders.engine import ActiveSlider, SliderEngine  # noqa: E402
-from lib_sliders.lora import LoraModule, SliderNetwork  # noqa: E402
+from lib_sliders.lora import SliderNetwork  # noqa: E402
 from lib_sliders.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
 from lib_sliders.training.backend import ModelBackend  # noqa: E402
 from lib_sliders.training.config import ImagePair, TextPrompt, TrainConfig  # noqa: E402
-from lib_sliders.training.effect import EffectScore  # noqa: E402
 from lib_sliders.training.start_estimate import estimate_start  # noqa: E402
 from lib_sliders.training.trainer import START_SEED_OFFSET, SliderTrainer, TrainResult, TrainStats  # noqa: E402
-
-# Continuous features read from an image, and the span each is normalised by (its range in the world).
-FEATURES = {"size": 0.4, "blueness": 1.6, "background": 0.8, "x": 0.32, "y": 0.32}
-SHAPES = list(world.SHAPES)
-# Preservation sets the text sliders can train with (--preservation), by the slider's own attribute: concepts
-# whose words go with c+ and c− so that the direction learnt is the same whatever they are.
-WORDS = {"size": list(world.SIZE_WORDS), "colour": list(world.COLOURS),
-         "background": [f"{w} background" for w in world.BACKGROUND_WORDS]}
-PRESERVATION = {
-    "shapes": lambda own: SHAPES,
-    "positions": lambda own: list(world.POSITION_PHRASES.values()),
-    "others": lambda own: [w for attribute, words in WORDS.items() if attribute != own for w in words],
-    "none": lambda own: [],
-}
-DEFAULT_TOTAL_GUIDANCE = 6.0  # η = 2 summed over the three shapes: other sets get η = 6 / |P|
-
-
-@dataclass(frozen=True)
-class SliderSpec:
-    name: str
-    feature: str  # the feature the slider should move
-    prompt: TextPrompt | None  # text sliders
-    drop: str  # the caption part generation prompts leave out, so the slider decides it
-    edit: tuple[str, str]  # prompt editing: the words for the low and the high end
-
-
-SLIDERS = [
-    SliderSpec("size", "size", TextPrompt(target="", positive="huge", negative="tiny", preservation=SHAPES,
-                                          guidance=2.0), "size", ("tiny", "huge")),
-    SliderSpec("colour", "blueness", TextPrompt(target="", positive="blue", negative="red", preservation=SHAPES,
-                                                guidance=2.0), "colour", ("red", "blue")),
-    SliderSpec("background", "background", TextPrompt(target="", positive="light background",
-                                                      negative="dark background", preservation=SHAPES,
-                                                      guidance=2.0), "background", ("dark", "light")),
-    SliderSpec("image_size", "size", None, "size", ("tiny", "huge")),
-]
-
-
-# ------------------------------------------------------------------------------------------ prompts
-
-
-def caption_without(attrs: world.Attributes, drop: str | tuple[str, ...], word: str | None = None) -> str:
-    """The world's caption with the ``drop`` attributes' words left out (one of them may be replaced by ``word``)."""
-    drop = (drop,) if isinstance(drop, str) else drop
-    size = world.size_word(attrs.size) if "size" not in drop else word
-    colour = attrs.colour if "colour" not in drop else word
-    background = world.background_word(attrs.background) if "background" not in drop else word
-    thing = " ".join(w for w in (size, colour, attrs.shape) if w)
-    where = world.position_phrase(attrs.x, attrs.y)
-    return f"a {thing} {where}" + (f" on a {background} background" if background else "")
-
-
-# ------------------------------------------------------------------------------------- measurement
-
-
-def features(image: np.ndarray) -> dict[str, float | str | None]:
-    m = world.measure(image)
-    blueness = (m.rgb[2] - m.rgb[0]) if m.rgb is not None else math.nan
-    return {"size": m.extent if m.extent is not None else math.nan, "blueness": blueness,
-            "background": m.background, "x": m.x if m.x is not None else math.nan,
-            "y": m.y if m.y is not None else math.nan, "shape": m.shape}
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    keep = np.isfinite(a) & np.isfinite(b)
-    a, b = a[keep], b[keep]
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return math.nan
-    ranks = [np.argsort(np.argsort(v, kind="stable"), kind="stable").astype(float) for v in (a, b)]
-    return float(np.corrcoef(*ranks)[0, 1])
-
-
-def slope(alphas: np.ndarray, values: np.ndarray) -> float:
-    keep = np.isfinite(values)
-    if keep.sum() < 2 or np.ptp(alphas[keep]) == 0:
-        return math.nan
-    return float(np.polyfit(alphas[keep], values[keep], 1)[0])
-
-
-@dataclass
-class Grid:
-    """Features of images[seed][α] and the images themselves (float, [0, 1])."""
-
-    alphas: np.ndarray
-    values: dict[str, np.ndarray]  # feature → [seeds, alphas]
-    shapes: np.ndarray  # [seeds, alphas] of str | None
-    images: np.ndarray  # [seeds, alphas, 32, 32, 3]
-
-    @classmethod
-    def of(cls, alphas: np.ndarray, images: np.ndarray) -> Grid:
-        seeds = images.shape[0]
-        measured = [[features(images[s, a]) for a in range(len(alphas))] for s in range(seeds)]
-        values = {f: np.array([[m[f] for m in row] for row in measured], dtype=float) for f in FEATURES}
-        shapes = np.array([[m["shape"] for m in row] for row in measured], dtype=object)
-        return cls(alphas, values, shapes, images.astype(np.float32) / 255.0)
-
-    def effect(self, feature: str) -> dict[str, float]:
-        scale = FEATURES[feature]
-        values = self.values[feature] / scale
-        pooled_alphas = np.broadcast_to(self.alphas, values.shape).reshape(-1)
-        means = np.array([np.nanmean(values[:, i]) if np.isfinite(values[:, i]).any() else math.nan
-                          for i in range(len(self.alphas))])
-        return {"slope": slope(pooled_alphas, values.reshape(-1)), "rho_means": spearman(self.alphas, means),
-                "rho_pooled": spearman(pooled_alphas, values.reshape(-1)),
-                "found": float(np.isfinite(self.values["x"]).mean())}
-
-    def change_at(self, feature: str, column: int) -> dict[str, float]:
-        """Target change, interference and structure of column ``column`` against the α = 0 column."""
-        zero = int(np.argmin(np.abs(self.alphas)))
-        return change(self.values, self.shapes, self.images, feature, zero, column)
-
-    def at_effect(self, feature: str, wanted: float) -> dict[str, float]:
-        """Every quantity of ``change_at``, interpolated linearly in α to where the mean effect reaches ``wanted``.
-
-        Walks the positive α from 0 (where every change is 0) and interpolates between the two α whose
-        effects bracket ``wanted``; a slider that never gets there is reported at its largest α, ``reached``
-        False. ``alpha`` is the interpolated α.
-        """
-        zero = int(np.argmin(np.abs(self.alphas)))
-        columns = sorted((i for i, a in enumerate(self.alphas) if a > 0), key=lambda i: self.alphas[i])
-        previous = change(self.values, self.shapes, self.images, feature, zero, zero) | {"alpha": 0.0}
-        for column in columns:
-            current = self.change_at(feature, column) | {"alpha": float(self.alphas[column])}
-            if np.isfinite(current["effect"]) and current["effect"] >= wanted:
-                span = current["effect"] - previous["effect"]
-                w = (wanted - previous["effect"]) / span if span > 0 else 1.0
-                return _mix(previous, current, w) | {"reached": True}
-            previous = current
-        return previous | {"reached": False}
-
-
-def matched_change(grid: Grid, feature: str, wanted: float, how: str) -> dict[str, float]:
-    """The change at matched effect: interpolated in α, or at the positive α whose effect is nearest."""
-    if how == "interpolate":
-        return grid.at_effect(feature, wanted)
-    positive = [i for i, a in enumerate(grid.alphas) if a > 0] or [int(np.argmax(grid.alphas))]
-    column = min(positive, key=lambda i: abs(grid.change_at(feature, i)["effect"] - wanted))
-    return grid.change_at(feature, column) | {"alpha": float(grid.alphas[column]), "reached": True}
-
-
-def _mix(a: dict, b: dict, w: float) -> dict:
-    """(1 − w)·a + w·b, key by key (nested dicts too)."""
-    return {k: _mix(a[k], b[k], w) if isinstance(a[k], dict) else (1 - w) * a[k] + w * b[k] for k in a}
-
-
-def change(values: dict[str, np.ndarray], shapes: np.ndarray, images: np.ndarray, feature: str, base: int,
-           column: int) -> dict[str, float]:
-    delta = {f: (values[f][:, column] - values[f][:, base]) / FEATURES[f] for f in FEATURES}
-    others = [np.nanmean(np.abs(delta[f])) for f in FEATURES if f != feature and np.isfinite(delta[f]).any()]
-    both = np.array([a is not None and b is not None for a, b in zip(shapes[:, column], shapes[:, base],
-                                                                      strict=True)])
-    shape_change = float(np.mean(shapes[both, column] != shapes[both, base])) if both.any() else math.nan
-    rms = float(np.sqrt(((images[:, column] - images[:, base]) ** 2).mean(axis=(1, 2, 3))).mean())
-    target = float(np.nanmean(delta[feature])) if np.isfinite(delta[feature]).any() else math.nan
-    by_feature = {f: float(np.nanmean(np.abs(delta[f]))) if np.isfinite(delta[f]).any() else math.nan
-                  for f in FEATURES}
-    return {"effect": target, "interference": float(np.mean(others)) if others else math.nan,
-            "shape_change": shape_change, "structure": rms, "by_feature": by_feature}
-
-
-def with_word(attrs: world.Attributes, feature: str, word: str) -> world.Attributes:
-    """``attrs`` with the slider's attribute set to the middle of ``word``'s range (or to the colour ``word``)."""
-    if feature == "blueness":
-        return replace(attrs, colour=word)
-    words, (lo, hi), field = {"size": (world.SIZE_WORDS, world.SIZE_RANGE, "size"),
-                              "background": (world.BACKGROUND_WORDS, world.BACKGROUND_RANGE, "background")}[feature]
-    centre = lo + (words.index(word) + 0.5) / len(words) * (hi - lo)
-    return replace(attrs, **{field: centre})
-
-
-def oracle(attributes: list[world.Attributes], spec: SliderSpec) -> dict[str, float]:
-    """Change of the measured features from each render to the render with only the attribute changed."""
-    changed = [with_word(a, spec.feature, spec.edit[1]) for a in attributes]
-    images = np.stack([world.render_all(attributes), world.render_all(changed)], axis=1)
-    grid = Grid.of(np.array([0.0, 1.0]), world.to_uint8(images))
-    return grid.change_at(spec.feature, 1)
-
-
-def oracle_at(attributes: list[world.Attributes], spec: SliderSpec, wanted: float) -> dict[str, float]:
-    """The oracle moved only as far as the mean effect ``wanted`` (the prompt edit's): what a perfect edit of the
-    same size changes, a floor for the structure change at matched effect.
-
-    Each render's attribute goes a fraction w of the way to the edit's high word (w > 1 goes past it), w found
-    by bisection on the measured effect. Colour and background enter a render linearly, so there the image is
-    the blend of the two renders; a size is rendered, kept inside the frame.
-    """
-    changed = [with_word(a, spec.feature, spec.edit[1]) for a in attributes]
-    before, after = world.render_all(attributes), world.render_all(changed)
-
-    def moved(w: float) -> np.ndarray:
-        if spec.feature != "size":
-            return before + w * (after - before)
-        return world.render_all([replace(a, size=min(a.size + w * (b.size - a.size), 2 * min(a.x, 1 - a.x, a.y,
-                                                                                               1 - a.y)))
-                                 for a, b in zip(attributes, changed, strict=True)])
-
-    def measured(w: float) -> dict[str, float]:
-        images = np.stack([before, moved(w)], axis=1)
-        return Grid.of(np.array([0.0, 1.0]), world.to_uint8(images)).change_at(spec.feature, 1) | {"alpha": w}
-
-    low, high = 0.0, 1.0
-    while measured(high)["effect"] < wanted and high < 8:
-        low, high = high, 2 * high
-    for _ in range(20):
-        middle = (low + high) / 2
-        low, high = (middle, high) if measured(middle)["effect"] < wanted else (low, middle)
-    return measured(high) | {"reached": True}
-
 
 # ---------------------------------------------------------------------------------------- sampling
 
@@ -322,7 +123,8 @@ def generate(model: ToyPixelDiffusion, prompts: list[str], noise: torch.Tensor, 
 def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str,
                  companions: dict[str, SliderNetwork]) -> tuple[TrainResult, TrainStats]:
     common = dict(name=spec.name, iterations=args.iterations, resolution=32, rank=args.rank, preset=args.preset,
-                  max_denoising_steps=args.train_steps, seed=args.seed, train_among=sorted(companions))
+                  max_denoising_steps=args.train_steps, seed=args.seed, train_among=sorted(companions),
+                  **({"among_alphas": args.among_alphas} if companions else {}))
     if spec.prompt is not None and not official:
         common["timesteps_per_trajectory"] = args.timesteps_per_trajectory
     if spec.prompt is None:
@@ -400,7 +202,8 @@ def trained_or_saved(model, spec: SliderSpec, args, official: bool, pair_dir: st
     """(network, effect score, training stats): trained (among ``companions``), or read back from ``--sliders-dir``
     when a file of that name is there (stats None)."""
     path = saved_path(args, spec, label) if args.sliders_dir else None
-    settings = training_settings(args, spec, official) | ({"among": sorted(companions)} if companions else {})
+    settings = training_settings(args, spec, official) | (
+        {"among": sorted(companions), "among_alphas": args.among_alphas} if companions else {})
     if path and os.path.exists(path):
         network, score, saved_settings = read_network(path)
         if saved_settings != settings:
@@ -429,43 +232,10 @@ def training_settings(args, spec: SliderSpec, official: bool) -> dict:
     return {name: value[spec.name] if isinstance(value, dict) else value for name, value in values.items()}
 
 
-def write_network(network: SliderNetwork, score: EffectScore | None, settings: dict, path: str) -> None:
-    """The bench's own store, keyed by the toy UNet's module paths in fp32 (the toy UNet has no kohya key
-    layout), so a re-measurement sees the very weights the first run measured."""
-    tensors = {}
-    for module_path, module in network.unet.items():
-        tensors[f"{module_path}.down"] = module.down.detach().float().contiguous()
-        tensors[f"{module_path}.up"] = module.up.detach().float().contiguous()
-        tensors[f"{module_path}.alpha"] = torch.tensor(float(module.alpha))
-    metadata = {"name": network.name, "arch": ",".join(sorted(network.arch)),
-                "effect": json.dumps(score.to_dict() if score else None), "settings": json.dumps(settings)}
-    save_file(tensors, path + ".partial", metadata=metadata)
-    os.replace(path + ".partial", path)  # a run stopped while writing leaves no file that looks complete
+# --------------------------------------------------------------------------------------------- run
 
 
-def read_network(path: str) -> tuple[SliderNetwork, EffectScore | None, dict]:
-    with safe_open(path, "pt") as file:
-        metadata = file.metadata()
-        tensors = {key: file.get_tensor(key) for key in file.keys()}
-    paths = sorted({key.rsplit(".", 1)[0] for key in tensors})
-    unet = {p: LoraModule(tensors[f"{p}.down"], tensors[f"{p}.up"], float(tensors[f"{p}.alpha"])) for p in paths}
-    if "settings" not in metadata:
-        raise SystemExit(f"{path}: no training settings stored (written by an older fidelity.py): delete it, or "
-                         "choose another --sliders-dir")
-    stored = json.loads(metadata["effect"])
-    score = EffectScore(**{k: v for k, v in stored.items() if k != "does_nothing"}) if stored else None
-    arch = frozenset(a for a in metadata["arch"].split(",") if a)
-    return SliderNetwork(metadata["name"], unet=unet, arch=arch, source=path), score, json.loads(metadata["settings"])
-
-
-# ------------------------------------------------------------------------------------------- report
-
-
-def fmt(value: float, digits: int = 3) -> str:
-    return "–" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
-
-
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="trained toy model weights (.safetensors)")
@@ -509,7 +279,9 @@ def main(argv: list[str] | None = None) -> None:
                         "them (<slider>-<method>.safetensors): re-measure without retraining")
     parser.add_argument("--among", default="",
                         help="our text sliders (comma-separated) to train among the other text sliders of the run, "
-                        "each of those on at an α drawn per iteration from -2…2 (they are trained first)")
+                        "each of those on at an α drawn per iteration from --among-alphas (they are trained first)")
+    parser.add_argument("--among-alphas", default="-2,-1,0,1,2",
+                        help="the α the companions of --among are drawn from (the trainer's among_alphas)")
     parser.add_argument("--no-official", action="store_true", help="skip the official-objective baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
@@ -522,14 +294,21 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(error))
     if args.threads:
         torch.set_num_threads(args.threads)
-    alphas = np.array([float(a) for a in args.alphas.split(",")])
+    args.alphas = np.array([float(a) for a in args.alphas.split(",")])
     args.image_scales = [float(s) for s in args.image_scales.split(",")]
-    if not (alphas == 0).any():
+    if not (args.alphas == 0).any():
         parser.error("--alphas must include 0 (the reference image)")
     args.among = [name for name in args.among.split(",") if name]
+    args.among_alphas = [float(a) for a in args.among_alphas.split(",")]
     unknown = sorted(set(args.among) - {s.name for s in SLIDERS if s.prompt is not None})
     if unknown:
         parser.error(f"--among: not a text slider: {', '.join(unknown)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    alphas = args.alphas
     # Sliders trained among the others come after them.
     chosen = sorted((s for s in SLIDERS if s.name in args.sliders.split(",")), key=lambda s: s.name in args.among)
 
@@ -587,121 +366,40 @@ def main(argv: list[str] | None = None) -> None:
                        if stats else "read from " + saved_path(args, spec, label))
                 print(f"  {spec.name} ({label}) {how}, done at {time.time() - began:.0f} s", flush=True)
 
-        composition = []
         text = [s for s in chosen if s.prompt is not None and s.name in trained]
-        if len(text) > 1:
-            prompts = [caption_without(a, tuple(s.drop for s in text)) for a in attributes]
-            starts = [args.start[s.name] for s in text]
-            networks = [trained[s.name] for s in text]
-            both = Grid.of(alphas, generate(model, prompts, noise, alphas, networks, args.steps, args.guidance,
-                                            starts))
-            alone = {spec.name: Grid.of(alphas, generate(model, prompts, noise, alphas, [trained[spec.name]],
-                                                         args.steps, args.guidance, start))
-                     for spec, start in zip(text, starts, strict=True)}
-            # The others held at an α per seed drawn from the grid's non-zero ones, the same at every column:
-            # whether a slider's own effect survives the others being on, apart from what they add to its feature.
-            nonzero = alphas[alphas != 0]
-            holds = np.random.default_rng(args.seed + 41).choice(nonzero, size=(len(text), args.seeds))
-            for i, spec in enumerate(text):
-                held = {j: holds[j] for j in range(len(text)) if j != i}
-                with_others = Grid.of(alphas, generate(model, prompts, noise, alphas, networks, args.steps,
-                                                       args.guidance, starts, held))
-                composition.append(Composed(
-                    spec.name, starts[i], together=both.effect(spec.feature)["slope"],
-                    alone=alone[spec.name].effect(spec.feature)["slope"],
-                    others_alone=sum(alone[o.name].effect(spec.feature)["slope"] for o in text if o is not spec),
-                    others_held=with_others.effect(spec.feature)["slope"]))
+        composition = composition_of(model, text, trained, attributes, noise, args) if len(text) > 1 else []
 
     print_report(rows, composition, alphas, args.match)
     print(f"\nfinished in {time.time() - began:.0f} s")
 
 
-@dataclass(frozen=True)
-class Composed:
-    """One text slider's slope on its own feature alone and among the others."""
-
-    name: str
-    start: float
-    together: float  # all sliders at the same α
-    alone: float
-    others_alone: float  # the other sliders' slopes on this feature, each alone
-    others_held: float  # this slider varied, the others held at a fixed non-zero α per seed
-
-    def ratio(self, slope: float) -> float:
-        return slope / self.alone if np.isfinite(self.alone) and self.alone != 0 else math.nan
-
-
-def matched_alpha(matched: dict) -> str:
-    if "alpha" not in matched:
-        return "–"
-    return f"{matched['alpha']:.2f}" if matched["reached"] else f">{matched['alpha']:g}"
-
-
-def print_report(rows, composition, alphas, match: str = "interpolate") -> None:
-    header = (f"{'slider':<11}{'method':<17}{'found':>6}{'slope/α':>9}{'ρ means':>9}{'ρ pooled':>9}"
-              f"{'α@m':>6}{'effect@m':>10}{'interf@m':>10}{'shape@m':>9}{'struct@m':>10}{'interf@max':>11}"
-              f"{'struct@max':>11}"
-              f"{'score cos':>10}{'score gain':>11}")
-    print("\n" + header + "\n" + "-" * len(header))
-    for name, label, effect, matched, top, score in rows:
-        print(f"{name:<11}{label:<17}{fmt(effect['found'], 2):>6}{fmt(effect['slope']):>9}{fmt(effect['rho_means']):>9}"
-              f"{fmt(effect['rho_pooled']):>9}{matched_alpha(matched):>6}{fmt(matched['effect']):>10}"
-              f"{fmt(matched['interference']):>10}"
-              f"{fmt(matched['shape_change'], 2):>9}{fmt(matched['structure']):>10}{fmt(top['interference']):>11}"
-              f"{fmt(top['structure']):>11}{fmt(score.cosine if score else math.nan):>10}"
-              f"{fmt(score.gain if score else math.nan):>11}")
-    how = (f"interpolated in α between the two α that bracket it; '>{max(alphas):g}': never reached, given at the "
-           "largest α"
-           if match == "interpolate" else "at the α of the grid whose mean effect is nearest")
-    print("slope/α: change of the target feature per unit α, over its range; @m: at matched effect, where the mean "
-          f"effect reaches the prompt edit's ({how}) (prompt edit: no word → high word; its slope column is that "
-          "edit's effect; oracle: a render → the same render with the high word's value); "
-          f"@max: at |α| = {max(abs(alphas)):g}; "
-          "interference: mean |change| of the other features over their ranges; shape: rate of shape changes; "
-          "struct: RMS pixel change from α = 0. LPIPS: not available offline.")
-    print("\ninterference by feature @m (mean |change| over the feature's range; the slider's own feature in brackets)")
-    print(f"{'slider':<11}{'method':<17}" + "".join(f"{f:>12}" for f in FEATURES))
-    for name, label, _, matched, _, _ in rows:
-        target = next(s.feature for s in SLIDERS if s.name == name)
-        cells = [(f"[{fmt(matched['by_feature'][f])}]" if f == target else fmt(matched["by_feature"][f]))
-                 for f in FEATURES]
-        print(f"{name:<11}{label:<17}" + "".join(f"{c:>12}" for c in cells))
-    ratios = {}
-    if composition:
-        print("\ncomposition (the text sliders at once, each from its start; slopes of the slider's own feature)")
-        print(f"  {'slider':<11}{'alone':>8}{'together':>10}{'ratio':>7}{'alone + others alone':>22}"
-              f"{'others held':>13}{'ratio':>7}")
-        for c in composition:
-            ratio, held = c.ratio(c.together), c.ratio(c.others_held)
-            ratios[ours_label(c.start)] = ratios.get(ours_label(c.start), {}) | {c.name: ratio}
-            print(f"  {c.name:<11}{fmt(c.alone):>8}{fmt(c.together):>10}{fmt(ratio, 2):>7}"
-                  f"{fmt(c.alone + c.others_alone):>22}{fmt(c.others_held):>13}{fmt(held, 2):>7}"
-                  + (f"  (start {c.start:g})" if c.start else ""))
-        print("together: all at the same α; alone + others alone: what together would be if the sliders' effects on "
-              "this feature just added up; others held: this slider over the grid with the others at a non-zero α "
-              "per seed, fixed across the grid (its own effect among the others, without what they add)")
-    print("\ntargets (ours, and ours with the slider start): ρ ≥ 0.95; interference ≤ 1/3 and structure ≤ 1/2 of "
-          "prompt editing's (the word in the prompt throughout) at matched effect; composition within 20 %")
-    edits = {name: matched for name, label, _, matched, _, _ in rows if label == "prompt edit"}
-    for name, label, effect, ours, _, _ in rows:
-        if not label.startswith("ours") or name not in edits:
-            continue
-        checks = {"ρ": at_least(effect["rho_means"], 0.95),
-                  "interference": fraction_of(ours["interference"], edits[name]["interference"], 1 / 3),
-                  "structure": fraction_of(ours["structure"], edits[name]["structure"], 1 / 2)}
-        if name in ratios.get(label, {}):
-            checks["composition"] = at_least(-abs(ratios[label][name] - 1), -0.2)
-        print(f"  {name:<11}{label:<17}" + ", ".join(f"{k} {verdict}" for k, verdict in checks.items()))
-    floors = {name: matched for name, label, _, matched, _, _ in rows if label == "oracle @m"}
-    for name, floor in floors.items():
-        if name in edits and np.isfinite(floor["structure"]) and edits[name]["structure"] > 0:
-            share = floor["structure"] / edits[name]["structure"]
-            print(f"  {name:<11}structure floor: a perfect edit of the same effect (oracle @m) changes {share:.2f}× "
-                  f"the prompt edit's pixels" + (" — the ≤ 1/2 target is below it" if share > 0.5 else ""))
-
-
-def ours_label(start: float) -> str:
-    return "ours" + (f" s{start:g}" if start else "")
+def composition_of(model, text: list[SliderSpec], trained: dict[str, SliderNetwork], attributes, noise,
+                   args) -> list[Composed]:
+    """Each text slider's slope alone, with all at the same α, and with the others held at a fixed α per seed."""
+    alphas = args.alphas
+    composition = []
+    prompts = [caption_without(a, tuple(s.drop for s in text)) for a in attributes]
+    starts = [args.start[s.name] for s in text]
+    networks = [trained[s.name] for s in text]
+    both = Grid.of(alphas, generate(model, prompts, noise, alphas, networks, args.steps, args.guidance,
+                                    starts))
+    alone = {spec.name: Grid.of(alphas, generate(model, prompts, noise, alphas, [trained[spec.name]],
+                                                 args.steps, args.guidance, start))
+             for spec, start in zip(text, starts, strict=True)}
+    # The others held at an α per seed drawn from the grid's non-zero ones, the same at every column:
+    # whether a slider's own effect survives the others being on, apart from what they add to its feature.
+    nonzero = alphas[alphas != 0]
+    holds = np.random.default_rng(args.seed + 41).choice(nonzero, size=(len(text), args.seeds))
+    for i, spec in enumerate(text):
+        held = {j: holds[j] for j in range(len(text)) if j != i}
+        with_others = Grid.of(alphas, generate(model, prompts, noise, alphas, networks, args.steps,
+                                               args.guidance, starts, held))
+        composition.append(Composed(
+            spec.name, starts[i], together=both.effect(spec.feature)["slope"],
+            alone=alone[spec.name].effect(spec.feature)["slope"],
+            others_alone=sum(alone[o.name].effect(spec.feature)["slope"] for o in text if o is not spec),
+            others_held=with_others.effect(spec.feature)["slope"]))
+    return composition
 
 
 def per_slider(text: str, parse, names: list[str], default):
@@ -735,18 +433,6 @@ def start_fraction(text: str) -> float | None:
     if not 0 <= value < 1:
         raise ValueError(f"a start must be a fraction of the steps in [0, 1), not {text!r}")
     return value
-
-
-def at_least(value: float, bound: float) -> str:
-    return "not measured" if not np.isfinite(value) else "met" if value >= bound else "NOT met"
-
-
-def fraction_of(ours: float, edit: float, share: float) -> str:
-    """'met' when ``ours`` ≤ share × the edit's; a prompt edit that changes nothing leaves nothing to compare with
-    (a random model's, whose images have no shape to measure)."""
-    if not (np.isfinite(ours) and np.isfinite(edit)) or edit <= 0:
-        return "not measured (the prompt edit changes nothing)"
-    return "met" if ours <= share * edit else "NOT met"
 
 
 if __name__ == "__main__":

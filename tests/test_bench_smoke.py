@@ -48,7 +48,7 @@ def test_fidelity_runs_end_to_end_on_an_untrained_toy_model():
     # untrained model mean nothing.
     out = run_bench("fidelity.py", "--random-model", "--sliders", "size,colour,image_size", "--seeds", "2",
                     "--alphas=-1,0,1", "--iterations", "1", "--steps", "2", "--train-steps", "2", "--pairs", "2",
-                    "--start", "0.5", "--among", "size")
+                    "--start", "0.5", "--among", "size", "--among-alphas=-3,0,3")
     assert re.search(r"^slider\s+method\s+found\s+slope/α", out, re.M), out
     # The size slider trains among the colour slider, so after it.
     assert out.index("colour (ours) trained") < out.index("size (ours) trained"), out
@@ -73,7 +73,7 @@ def test_fidelity_runs_end_to_end_on_an_untrained_toy_model():
 def test_fidelity_compares_at_the_alpha_where_the_effect_matches_the_prompt_edits():
     import numpy as np
 
-    from bench.fidelity import FEATURES, Grid
+    from bench.fidelity_lib.measure import FEATURES, Grid
 
     alphas = np.array([-1.0, 0.0, 1.0, 2.0])
     seeds = 2
@@ -101,7 +101,8 @@ def test_fidelity_compares_at_the_alpha_where_the_effect_matches_the_prompt_edit
 def test_the_oracle_at_matched_effect_moves_only_its_attribute_as_far_as_asked(slider):
     import numpy as np
 
-    from bench.fidelity import SLIDERS, oracle, oracle_at
+    from bench.fidelity_lib.measure import oracle, oracle_at
+    from bench.fidelity_lib.sliders import SLIDERS
     from bench.toyworld import world
 
     spec = next(s for s in SLIDERS if s.name == slider)
@@ -150,7 +151,7 @@ def test_fidelity_options_per_slider():
 def test_fidelity_verdicts_need_a_prompt_edit_that_changes_something():
     import math
 
-    from bench.fidelity import at_least, fraction_of
+    from bench.fidelity_lib.report import at_least, fraction_of
 
     assert fraction_of(0.0, 0.0, 1 / 3).startswith("not measured")  # a random model: no shape, nothing changes
     assert fraction_of(math.nan, 0.3, 1 / 3).startswith("not measured")

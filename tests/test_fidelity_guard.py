@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.fidelity import SLIDERS, Grid, caption_without, generate, noise_for
+from bench.fidelity import generate, noise_for
+from bench.fidelity_lib.measure import Grid
+from bench.fidelity_lib.sliders import SLIDERS, caption_without
 from bench.toyworld import world
 from bench.toyworld.model import ToyPixelDiffusion
 from lib_sliders.training.backend import ModelBackend

@@ -1,0 +1,1 @@
+"""Parts of bench/fidelity.py: the benchmark's sliders, measurement, store of trained sliders and report."""
