@@ -280,7 +280,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--among", default="",
                         help="our text sliders (comma-separated) to train among the other text sliders of the run, "
                         "each of those on at an α drawn per iteration from --among-alphas (they are trained first)")
-    parser.add_argument("--among-alphas", default="-2,-1,0,1,2",
+    parser.add_argument("--among-alphas", default=",".join(f"{a:g}" for a in TrainConfig(name="x").among_alphas),
                         help="the α the companions of --among are drawn from (the trainer's among_alphas)")
     parser.add_argument("--no-official", action="store_true", help="skip the official-objective baseline")
     parser.add_argument("--seed", type=int, default=0)

@@ -582,7 +582,7 @@ def test_train_tab_trains_a_slider_among_others_from_the_slider_list(env, train_
     job = next(j for j in jobs.jobs() if j.config.name == "tab_among")
     assert job.state == "done" and job.config.train_among == ["tab_smile"]
     training = json.loads(load_slider(slider_path(env, "tab_among")).metadata["sliders.training"])
-    assert training["train_among"] == ["tab_smile"] and training["among_alphas"] == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    assert training["train_among"] == ["tab_smile"] and training["among_alphas"] == [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
     # Trained among it, the new slider differs from the same settings trained alone.
     press(start, tab_values(train_tab, start, task_id="task(among4)", **{**TAB_FORM, "name": "tab_alone"}))
     among, alone = load_slider(slider_path(env, "tab_among")), load_slider(slider_path(env, "tab_alone"))

@@ -306,9 +306,10 @@ class TrainConfig:
     checkpoint_every: int = 0  # iterations between resumable checkpoints; 0 = none
     # Sliders this one will be used with (names the caller resolves, e.g. the webui's slider list): on while
     # it trains, each at an α drawn per iteration from ``among_alphas``, so that it learns its change among
-    # theirs rather than alone (sliders trained apart interact when used together).
+    # theirs rather than alone (sliders trained apart interact when used together). The default covers the
+    # recommended α range (``alpha_range``): companions drawn from a narrower one compose worse at its ends.
     train_among: list[str] = field(default_factory=list)
-    among_alphas: list[float] = field(default_factory=lambda: [-2.0, -1.0, 0.0, 1.0, 2.0])
+    among_alphas: list[float] = field(default_factory=lambda: [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0])
 
     def __post_init__(self) -> None:
         _normalise(self, _CONFIG_KINDS)

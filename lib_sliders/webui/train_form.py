@@ -114,7 +114,7 @@ FORM_FIELDS: list[FormField] = [
               "number beside (colour-like attributes start late, layout-like ones early)"),
     FormField("train_among", (), "sliders", "Train among these sliders",
               "Sliders you will use together with this one: they are on at random strengths while it trains "
-              "(α −2…2; among_alphas in Other settings), so that it keeps its effect among them. "
+              "(α −3…3; among_alphas in Other settings), so that it keeps its effect among them. "
               "Empty = trained alone"),
     FormField("advanced", "", "json", "Other settings",
               "JSON object for the rest, e.g. {\"max_denoising_steps\": 50, \"sampling_guidance\": 3, "

@@ -130,6 +130,6 @@ def test_train_among_an_installed_slider(webui):
     assert np.array_equal(before[0], after[0])  # neither slider is left in the model
     listed = {s["name"]: s for s in webui.request("GET", "/sliders/v1/sliders")}
     training = json.loads(listed[name]["metadata"]["sliders.training"])
-    assert training["train_among"] == [first] and training["among_alphas"] == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    assert training["train_among"] == [first] and training["among_alphas"] == [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
     both, _ = webui.txt2img(f"{PROMPT} <slider:{first}:1> <slider:{name}:2>", seed=5)
     assert float(np.abs(both[0] - before[0]).mean()) > 0.05
