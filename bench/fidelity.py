@@ -124,7 +124,7 @@ def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str,
                  companions: dict[str, SliderNetwork]) -> tuple[TrainResult, TrainStats]:
     common = dict(name=spec.name, iterations=args.iterations, resolution=32, rank=args.rank, preset=args.preset,
                   max_denoising_steps=args.train_steps, seed=args.seed, train_among=sorted(companions),
-                  **({"among_alphas": args.among_alphas} if companions else {}))
+                  among_alphas=args.among_alphas)
     if spec.prompt is not None and not official:
         common["timesteps_per_trajectory"] = args.timesteps_per_trajectory
     if spec.prompt is None:
