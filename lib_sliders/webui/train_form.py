@@ -81,7 +81,8 @@ FORM_FIELDS: list[FormField] = [
               "action, guidance, weight}; filled by imports with several prompts"),
     # --- image slider
     FormField("before_dir", "", "text", "Before images folder",
-              "The low/− images; paired with the after folder by file name (03.png ↔ 03.jpg)"),
+              "The low/− images; paired with the after folder by file name (03.png ↔ 03.jpg). More pairs make a "
+              "cleaner slider: with few, it learns the scenes as well as the change"),
     FormField("after_dir", "", "text", "After images folder", "The high/+ images, same file names as before"),
     FormField("image_prompt", _CONFIG.image_prompt, "text", "Image prompt",
               "Prompt used while training on the pairs (official: empty)"),
