@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from toy_diffusion import make_toy_model
 
 from lib_sliders.slider_file import load_slider
 from lib_sliders.training.backend import ModelBackend
-from lib_sliders.training.config import TextPrompt, TrainConfig
+from lib_sliders.training.config import ImagePair, TextPrompt, TrainConfig
 from lib_sliders.training.start_estimate import STEPS, estimate_start, probe_rows, recommended_start
 from lib_sliders.training.trainer import SliderTrainer, save_trained_slider
 
@@ -69,6 +72,34 @@ def test_the_trainer_saves_the_estimated_start_and_trains_the_same_slider(sd1, t
     assert load_slider(tmp_path / "age.safetensors").metadata["sliders.default_start"] == json.dumps(estimate.start)
     header = save_trained_slider(plain, tmp_path / "plain.safetensors")
     assert "sliders.start_estimate" not in header and header["sliders.default_start"] == "0.25"
+
+
+def test_an_image_slider_gets_its_start_from_the_slider_it_became(sd1, tmp_path):
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(2):
+        texture = rng.integers(0, 60, (64, 64, 3), dtype=np.uint8)
+        before, after = tmp_path / f"{i}_before.png", tmp_path / f"{i}_after.png"
+        Image.fromarray(texture).save(before)
+        Image.fromarray(texture + 150).save(after)
+        pairs.append(ImagePair(before=str(before), after=str(after)))
+    config = small_config(mode="image", prompts=[], pairs=pairs, default_start=0.25)
+    unet = sd1.model.diffusion_model
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    estimated = SliderTrainer(ModelBackend(sd1), config).train()
+    plain = SliderTrainer(ModelBackend(sd1), replace(config, estimate_start=False)).train()
+    assert all(torch.equal(v, before[k]) for k, v in unet.state_dict().items())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in unet.modules())
+
+    estimate = estimated.start_estimate
+    assert plain.start_estimate is None and plain.recommended_start == 0.25
+    # The share at step 0 is 1 only when the slider switched on moved the probe's images at all.
+    assert len(estimate.open_share) == 9 and estimate.open_share[0] == 1.0
+    assert estimated.recommended_start == estimate.start == recommended_start(list(estimate.open_share))
+    assert "between the slider at ±1 is still open" in estimate.summary()
+    assert estimated.losses == plain.losses  # probed after training, from its own noise
+    header = save_trained_slider(estimated, tmp_path / "image.safetensors")
+    assert json.loads(header["sliders.start_estimate"])["open_share"] == [round(v, 4) for v in estimate.open_share]
 
 
 @pytest.mark.skipif(not os.path.exists(TOY_MODEL), reason="the toy model fixture is not there")

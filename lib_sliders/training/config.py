@@ -300,8 +300,8 @@ class TrainConfig:
     sampling_guidance: float = 3.0  # CFG while denoising to the training latents (official: 3)
     alpha_range: tuple[float, float] = (-3.0, 3.0)  # recommended α range saved in the file
     default_start: float = 0.0  # recommended start (fraction of steps) saved in the file
-    # Text sliders: save the start estimated from the model instead (``start_estimate``); image sliders have no
-    # prompt pair to probe and keep ``default_start``.
+    # Save the start estimated from the model instead (``start_estimate``): text sliders probe the base model
+    # with their prompts before training, image sliders (no prompt pair) the slider they became after it.
     estimate_start: bool = True
     checkpoint_every: int = 0  # iterations between resumable checkpoints; 0 = none
     # Sliders this one will be used with (names the caller resolves, e.g. the webui's slider list): on while

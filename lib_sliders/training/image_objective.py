@@ -51,7 +51,11 @@ class ImageObjective:
         self.timesteps = ddim_timesteps(config.max_denoising_steps, len(backend.alphas_cumprod))
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.backend.encode_images(chunk) for chunk in images.split(4)])
+        # The VAE samples its latent from the global RNG (ldm's posterior ``sample()``): seed it from the config,
+        # and leave the caller's RNG as it was, so that a run, and a resumed one, is the same run.
+        with torch.random.fork_rng():
+            torch.manual_seed(self.config.seed)
+            return torch.cat([self.backend.encode_images(chunk) for chunk in images.split(4)])
 
     def _sample(self, generator: torch.Generator, batch: int):
         pairs = torch.randint(0, len(self.before), (batch,), generator=generator)

@@ -36,7 +36,7 @@ from .cuda_graphs import GraphedCalls
 from .effect import EffectScore, measure_effect
 from .image_objective import ImageObjective
 from .offload import modules_on_cpu
-from .start_estimate import StartEstimate, estimate_start
+from .start_estimate import StartEstimate, estimate_slider_start, estimate_start
 from .text_objective import TextObjective
 
 STATE_FORMAT = "sliders-training-state/2"
@@ -64,7 +64,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     effect: EffectScore | None = None
     held_out_loss: tuple[float, float] | None = None  # (before, after) training, when asked for
-    start_estimate: StartEstimate | None = None  # text sliders with ``estimate_start``
+    start_estimate: StartEstimate | None = None  # with ``estimate_start`` (image sliders: when they trained)
 
     @property
     def recommended_start(self) -> float:
@@ -361,6 +361,9 @@ class SliderTrainer:
         if iteration > 0 and self.effect_samples > 0:
             effect = measure_effect(objective, run, seed=held_out_seed, samples=self.effect_samples)
         held_out = (loss_before, self.held_out_loss(objective, run, held_out_seed)) if self.held_out_draws else None
+        if config.mode == "image" and config.estimate_start and self.start_samples and iteration > 0:
+            # An image slider has no prompt pair to probe the base model with: probe the slider it became.
+            self.start_estimate = self._estimate_slider_start(run)
         result_network = SliderNetwork(
             name=config.name,
             unet={path: LoraModule(m.down.detach().float().cpu().clone(), m.up.detach().float().cpu().clone(), m.alpha)
@@ -379,6 +382,22 @@ class SliderTrainer:
         generator = torch.Generator().manual_seed(config.seed + START_SEED_OFFSET)
         return estimate_start(predict, backend.encode_prompts, backend.alphas_cumprod, config.prompts, latent_shape,
                               generator, samples=self.start_samples, guidance=config.sampling_guidance)
+
+    def _estimate_slider_start(self, run: _Run) -> StartEstimate:
+        backend, config = self.backend, self.config
+
+        def predict(x_t, t, cond, alphas):
+            run.set_alpha(alphas)
+            with run.autocast():
+                return run.predict(x_t, t, cond)
+
+        generator = torch.Generator().manual_seed(config.seed + START_SEED_OFFSET)
+        try:
+            return estimate_slider_start(predict, backend.encode_prompts, backend.alphas_cumprod, config.image_prompt,
+                                         max(config.scales), run.latent_shape, generator, samples=self.start_samples,
+                                         guidance=config.sampling_guidance)
+        finally:
+            run.set_alpha(torch.tensor(0.0))
 
     def held_out_loss(self, objective, run: _Run, seed: int) -> float:
         """Mean objective loss over fixed draws (the same draws for every call with the same seed)."""

@@ -111,8 +111,8 @@ FORM_FIELDS: list[FormField] = [
     FormField("default_start", _CONFIG.default_start, "number", "Recommended start",
               "Saved in the file: fraction of the steps before the slider acts (0–1; 0 = from the start)"),
     FormField("estimate_start", _CONFIG.estimate_start, "checkbox", "Estimate the start from the model",
-              "Text sliders: probe where the model decides the attribute and save that start instead of the "
-              "number beside (colour-like attributes start late, layout-like ones early)"),
+              "Probe where the model decides the attribute (image sliders: where the trained slider acts) and save "
+              "that start instead of the number beside (colour-like attributes start late, layout-like ones early)"),
     FormField("train_among", (), "sliders", "Train among these sliders",
               "Sliders you will use together with this one: they are on at random strengths while it trains "
               "(α −3…3; among_alphas in Other settings), so that it keeps its effect among them. "
