@@ -82,7 +82,7 @@ from lib_sliders.lora import SliderNetwork  # noqa: E402
 from lib_sliders.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
 from lib_sliders.training.backend import ModelBackend  # noqa: E402
 from lib_sliders.training.config import ImagePair, TextPrompt, TrainConfig  # noqa: E402
-from lib_sliders.training.start_estimate import estimate_start  # noqa: E402
+from lib_sliders.training.start_estimate import StartEstimate, estimate_slider_start, estimate_start  # noqa: E402
 from lib_sliders.training.trainer import START_SEED_OFFSET, SliderTrainer, TrainResult, TrainStats  # noqa: E402
 
 # ---------------------------------------------------------------------------------------- sampling
@@ -166,14 +166,34 @@ def our_prompts(spec: SliderSpec, args) -> list[TextPrompt]:
 
 
 def estimated_start(model, spec: SliderSpec, args) -> float:
-    """The start our trainer saves in a text slider's file (same probe, prompts and seed); 0 for an image slider."""
-    if spec.prompt is None:
-        print(f"  {spec.name}: start 0 (an image slider has no prompts to estimate a start from)")
-        return 0.0
+    """The start our trainer saves in a text slider's file (same probe, prompts and seed)."""
     backend = ModelBackend(model)
     estimate = estimate_start(backend.predict_eps, backend.encode_prompts, backend.alphas_cumprod,
                               our_prompts(spec, args), (3, 32, 32),
                               torch.Generator().manual_seed(args.seed + START_SEED_OFFSET))
+    return reported(spec, estimate)
+
+
+def estimated_slider_start(model, spec: SliderSpec, network: SliderNetwork, args) -> float:
+    """The start our trainer saves in an image slider's file: the same probe with the trained slider at ±scale."""
+    backend = ModelBackend(model)
+    engine = SliderEngine(model.model.diffusion_model)
+    engine.apply([ActiveSlider(network, 0.0)])
+
+    def predict(x_t, t, cond, alphas):
+        engine.set_alphas([alphas])
+        return backend.predict_eps(x_t, t, cond)
+
+    try:
+        estimate = estimate_slider_start(predict, backend.encode_prompts, backend.alphas_cumprod,
+                                         TrainConfig.image_prompt, max(args.image_scales), (3, 32, 32),
+                                         torch.Generator().manual_seed(args.seed + START_SEED_OFFSET))
+    finally:
+        engine.clear()
+    return reported(spec, estimate)
+
+
+def reported(spec: SliderSpec, estimate: StartEstimate) -> float:
     print(f"  {spec.name}: {estimate.summary()} (open share by start: "
           f"{', '.join(f'{v:.2f}' for v in estimate.open_share)})", flush=True)
     return estimate.start
@@ -326,9 +346,20 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as pair_dir:
         for spec in chosen:
             prompts = [caption_without(a, spec.drop) for a in attributes]
-            if args.start[spec.name] is None:
+            if args.start[spec.name] is None and spec.prompt is not None:  # probed before training, as ours does
                 args.start[spec.name] = estimated_start(model, spec, args)
             variants = [("ours", False)] + ([] if args.no_official or spec.prompt is None else [("official", True)])
+            made = {}
+            for label, official in variants:
+                training_began = time.time()
+                # Companions: the run's text sliders trained on their own (so already trained, see ``chosen``).
+                among = ({o.name: trained[o.name] for o in chosen if o.prompt is not None and o.name not in args.among}
+                         if label == "ours" and spec.name in args.among else {})
+                network, score, stats = trained_or_saved(model, spec, args, official, pair_dir, label, among)
+                made[label] = network, score, stats, time.time() - training_began
+            trained[spec.name] = made["ours"][0]
+            if args.start[spec.name] is None:  # an image slider: probed after training, as ours does
+                args.start[spec.name] = estimated_slider_start(model, spec, trained[spec.name], args)
             base = generate(model, prompts, noise, np.zeros(1), [], args.steps, args.guidance)
             edit = None
             for start in [0.0] + ([args.start[spec.name]] if args.start[spec.name] else []):
@@ -344,15 +375,7 @@ def main(argv: list[str] | None = None) -> None:
             floor = oracle_at(attributes, spec, edit["effect"])
             rows.append((spec.name, "oracle @m", {"slope": floor["effect"], "rho_means": math.nan,
                                                   "rho_pooled": math.nan, "found": 1.0}, floor, floor, None))
-            for label, official in variants:
-                training_began = time.time()
-                # Companions: the run's text sliders trained on their own (so already trained, see ``chosen``).
-                among = ({o.name: trained[o.name] for o in chosen if o.prompt is not None and o.name not in args.among}
-                         if label == "ours" and spec.name in args.among else {})
-                network, score, stats = trained_or_saved(model, spec, args, official, pair_dir, label, among)
-                training_seconds = time.time() - training_began
-                if label == "ours":
-                    trained[spec.name] = network
+            for label, (network, score, stats, training_seconds) in made.items():
                 starts = [0.0] + ([args.start[spec.name]] if args.start[spec.name] and label == "ours" else [])
                 for start in starts:
                     grid = Grid.of(alphas, generate(model, prompts, noise, alphas, [network], args.steps,

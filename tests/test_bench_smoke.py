@@ -48,8 +48,11 @@ def test_fidelity_runs_end_to_end_on_an_untrained_toy_model():
     # untrained model mean nothing.
     out = run_bench("fidelity.py", "--random-model", "--sliders", "size,colour,image_size", "--seeds", "2",
                     "--alphas=-1,0,1", "--iterations", "1", "--steps", "2", "--train-steps", "2", "--pairs", "2",
-                    "--start", "0.5", "--among", "size", "--among-alphas=-3,0,3")
+                    "--start", "size=0.5,colour=0.5,image_size=auto", "--among", "size",
+                    "--among-alphas=-3,0,3")
     assert re.search(r"^slider\s+method\s+found\s+slope/α", out, re.M), out
+    # An image slider's start is probed with the slider it became (at ±its scale), after training.
+    assert re.search(r"^  image_size: recommended start .* between the slider at ±1 is still open", out, re.M), out
     # The size slider trains among the colour slider, so after it.
     assert out.index("colour (ours) trained") < out.index("size (ours) trained"), out
     for slider, method in [("size", "prompt edit"), ("size", "oracle"), ("size", "ours"), ("size", "official"),
