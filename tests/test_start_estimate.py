@@ -6,15 +6,14 @@ import json
 import os
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from image_pairs import write_pairs
 from toy_diffusion import make_toy_model
 
 from lib_sliders.slider_file import load_slider
 from lib_sliders.training.backend import ModelBackend
-from lib_sliders.training.config import ImagePair, TextPrompt, TrainConfig
+from lib_sliders.training.config import TextPrompt, TrainConfig
 from lib_sliders.training.start_estimate import STEPS, estimate_start, probe_rows, recommended_start
 from lib_sliders.training.trainer import SliderTrainer, save_trained_slider
 
@@ -75,15 +74,7 @@ def test_the_trainer_saves_the_estimated_start_and_trains_the_same_slider(sd1, t
 
 
 def test_an_image_slider_gets_its_start_from_the_slider_it_became(sd1, tmp_path):
-    rng = np.random.default_rng(0)
-    pairs = []
-    for i in range(2):
-        texture = rng.integers(0, 60, (64, 64, 3), dtype=np.uint8)
-        before, after = tmp_path / f"{i}_before.png", tmp_path / f"{i}_after.png"
-        Image.fromarray(texture).save(before)
-        Image.fromarray(texture + 150).save(after)
-        pairs.append(ImagePair(before=str(before), after=str(after)))
-    config = small_config(mode="image", prompts=[], pairs=pairs, default_start=0.25)
+    config = small_config(mode="image", prompts=[], pairs=write_pairs(tmp_path, 2), default_start=0.25)
     unet = sd1.model.diffusion_model
     before = {k: v.clone() for k, v in unet.state_dict().items()}
     estimated = SliderTrainer(ModelBackend(sd1), config).train()

@@ -9,6 +9,7 @@ import pytest
 import safetensors
 import safetensors.torch
 import torch
+from image_pairs import write_pairs
 from PIL import Image
 from toy_diffusion import make_toy_model
 
@@ -156,14 +157,7 @@ def test_sd2_v_prediction_and_sdxl_train(arch, parameterization):
 
 
 def test_image_slider_trains_two_sided_from_pairs(sd1, tmp_path):
-    rng = np.random.default_rng(0)
-    pairs = []
-    for i in range(3):
-        texture = rng.integers(0, 60, (48, 40, 3), dtype=np.uint8)
-        before, after = tmp_path / f"{i}_before.png", tmp_path / f"{i}_after.jpg"
-        Image.fromarray(texture).save(before)
-        Image.fromarray(texture + 150).convert("L").save(after)  # greyscale: must be converted to RGB
-        pairs.append(ImagePair(before=str(before), after=str(after)))
+    pairs = write_pairs(tmp_path, 3, size=(48, 40), after_suffix=".jpg", grey_after=True)  # converted to RGB
     config = small_config(mode="image", prompts=[], pairs=pairs, scales=[1.0, 2.0], iterations=10, lr=1e-3)
     result = SliderTrainer(ModelBackend(sd1), config, held_out_draws=6).train()
     before, after = result.held_out_loss
