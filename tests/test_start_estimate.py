@@ -90,7 +90,8 @@ def test_an_image_slider_gets_its_start_from_the_slider_it_became(sd1, tmp_path)
     assert "between the slider at ±1 is still open" in estimate.summary()
     assert estimated.losses == plain.losses  # probed after training, from its own noise
     header = save_trained_slider(estimated, tmp_path / "image.safetensors")
-    assert json.loads(header["sliders.start_estimate"])["open_share"] == [round(v, 4) for v in estimate.open_share]
+    saved = json.loads(header["sliders.start_estimate"])
+    assert saved["open_share"] == [round(v, 4) for v in estimate.open_share] and saved["between"] == "the slider at ±1"
 
 
 @pytest.mark.skipif(not os.path.exists(TOY_MODEL), reason="the toy model fixture is not there")

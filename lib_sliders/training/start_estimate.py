@@ -33,14 +33,14 @@ STEPS = 10  # the probe's schedule: candidate starts 0, 0.1, …, 0.8
 CANDIDATES = 9
 
 
-PROMPTS = "the positive and negative prompts"
+BETWEEN_PROMPTS = "the positive and negative prompts"
 
 
 @dataclass(frozen=True)
 class StartEstimate:
     start: float  # recommended fraction of the steps before the slider acts
     open_share: tuple[float, ...]  # share still open at starts 0, 1/STEPS, 2/STEPS, …
-    between: str = PROMPTS  # what the probe switched to: a text slider's prompts, or an image slider at ±s
+    between: str = BETWEEN_PROMPTS  # what the probe switched to: a text slider's prompts, or an image slider at ±s
 
     def summary(self) -> str:
         index = round(self.start * STEPS)
@@ -51,7 +51,7 @@ class StartEstimate:
 
     def to_dict(self) -> dict:
         return {"start": self.start, "open_share": [round(v, 4) for v in self.open_share], "keep": KEEP,
-                "steps": STEPS}
+                "steps": STEPS, "between": self.between}
 
 
 def probe_rows(prompts, samples: int) -> list[tuple[str, str, str]]:
