@@ -105,6 +105,7 @@ def estimate_slider_start(predict: Callable[[torch.Tensor, torch.Tensor, Conditi
     cond = encode(texts)
     row = texts.index(prompt)
     switched = [(row, scale)] * samples + [(row, -scale)] * samples
+    guidance = guidance if prompt else 1.0  # the empty prompt against itself: CFG would only repeat the rows
     shares = _open_shares(predict, cond, texts.index(""), [(row, 0.0)] * samples, switched, alphas_cumprod,
                           latent_shape, generator, guidance, max_rows)
     return StartEstimate(recommended_start(shares), tuple(shares), f"the slider at ±{scale:g}")
@@ -142,14 +143,19 @@ def _open_shares(predict, cond: Conditioning, empty: int, base_rows: list[Row], 
 def _guided(predict, x: torch.Tensor, t: torch.Tensor, rows: list[Row], cond: Conditioning, empty: int,
             guidance: float, max_rows: int) -> torch.Tensor:
     """CFG ε for ``x`` on ``rows`` (prompt row, slider α), against the empty prompt at the same α, ``max_rows`` UNet
-    rows a call."""
+    rows a call (guidance 1: the conditional ε alone, no unconditional rows)."""
     out = []
-    chunk = max(1, max_rows // 2)
+    halves = 1 if guidance == 1 else 2
+    chunk = max(1, max_rows // halves)
     for begin in range(0, len(x), chunk):
         part, these = x[begin:begin + chunk], rows[begin:begin + chunk]
-        index = [r for r, _ in these] + [empty] * len(part)
-        alphas = torch.tensor([a for _, a in these] * 2, device=x.device)
-        eps = predict(torch.cat([part, part]), t.repeat(2 * len(part)), select_cond(cond, index), alphas).float()
+        index = ([r for r, _ in these] + [empty] * len(part))[:halves * len(part)]
+        alphas = torch.tensor([a for _, a in these] * halves, device=x.device)
+        eps = predict(part.repeat(halves, 1, 1, 1), t.repeat(halves * len(part)), select_cond(cond, index),
+                      alphas).float()
+        if halves == 1:
+            out.append(eps)
+            continue
         eps_cond, eps_uncond = eps.chunk(2)
         out.append(eps_uncond + guidance * (eps_cond - eps_uncond))
     return torch.cat(out)
