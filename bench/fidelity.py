@@ -29,7 +29,8 @@ attributes' words, or none; η defaults to 6 / their number), ``--start`` (extra
 first fraction of the steps, as the webui's slider start and the official inference's ``start_noise`` do, and
 with the edited prompt from that step on, the webui's ``[caption:edited caption:start]``); both options take one
 value for every slider or ``name=value`` pairs, the composition runs each slider from its own start, and ``--start
-auto`` takes the start our trainer estimates from the model and saves in a slider's file. ``--among size`` trains
+auto`` takes the start our trainer estimates from the model and saves in a slider's file; our sliders train from
+that start, as the trainer does (``--every-step``: at every step). ``--among size`` trains
 the size slider among the run's other text sliders (the trainer's companions, each on at an α drawn per iteration),
 to see whether it then keeps its effect when they act too. ``--sliders-dir``
 keeps the trained sliders, so a later run re-measures them (other seeds, α or start) without training.
@@ -124,7 +125,8 @@ def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str,
                  companions: dict[str, SliderNetwork]) -> tuple[TrainResult, TrainStats]:
     common = dict(name=spec.name, iterations=args.iterations, resolution=32, rank=args.rank, preset=args.preset,
                   max_denoising_steps=args.train_steps, seed=args.seed, train_among=sorted(companions),
-                  among_alphas=args.among_alphas)
+                  among_alphas=args.among_alphas, default_start=trained_from(args, spec, official),
+                  train_from_start=True)
     if spec.prompt is not None and not official:
         common["timesteps_per_trajectory"] = args.timesteps_per_trajectory
     if spec.prompt is None:
@@ -148,6 +150,15 @@ def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str,
                             companions=companions)
     result = trainer.train()
     return result, trainer.stats
+
+
+def trained_from(args, spec: SliderSpec, official: bool) -> float:
+    """The start ours trains from, as the trainer does (``train_from_start``): the one it is generated with, when
+    known before training (an image slider's ``auto`` is probed after); 0 with ``--every-step`` and for the
+    official objective, which trains every step."""
+    if official or args.every_step:
+        return 0.0
+    return args.start[spec.name] or 0.0
 
 
 def our_prompts(spec: SliderSpec, args) -> list[TextPrompt]:
@@ -249,7 +260,8 @@ def training_settings(args, spec: SliderSpec, official: bool) -> dict:
         if not official:
             names += ["timesteps_per_trajectory", "training_prompts", "preservation", "eta", "captions"]
     values = {name: getattr(args, name) for name in names}
-    return {name: value[spec.name] if isinstance(value, dict) else value for name, value in values.items()}
+    settings = {name: value[spec.name] if isinstance(value, dict) else value for name, value in values.items()}
+    return settings | {"trained_from": trained_from(args, spec, official)}
 
 
 # --------------------------------------------------------------------------------------------- run
@@ -302,6 +314,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "each of those on at an α drawn per iteration from --among-alphas (they are trained first)")
     parser.add_argument("--among-alphas", default=",".join(f"{a:g}" for a in TrainConfig(name="x").among_alphas),
                         help="the α the companions of --among are drawn from (the trainer's among_alphas)")
+    parser.add_argument("--every-step", action="store_true",
+                        help="train our sliders at every step, not only from the start they are generated with "
+                        "(the trainer's train_from_start off)")
     parser.add_argument("--no-official", action="store_true", help="skip the official-objective baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)

@@ -187,7 +187,7 @@ _CONFIG_KINDS = {
     "batch_size": "int", "seed": "int", "precision": "str", "gradient_checkpointing": "bool",
     "bidirectional": "bool", "max_denoising_steps": "int", "timesteps_per_trajectory": "int",
     "sampling_guidance": "float", "alpha_range": "float2",
-    "default_start": "float", "estimate_start": "bool", "checkpoint_every": "int",
+    "default_start": "float", "estimate_start": "bool", "train_from_start": "bool", "checkpoint_every": "int",
     "train_among": "str[]", "among_alphas": "float[]",
 }
 
@@ -303,6 +303,10 @@ class TrainConfig:
     # Save the start estimated from the model instead (``start_estimate``): text sliders probe the base model
     # with their prompts before training, image sliders (no prompt pair) the slider they became after it.
     estimate_start: bool = True
+    # Train only the steps the slider acts on: from the start saved in the file (a text slider's estimate, known
+    # before training; else ``default_start``), with the slider off before it while denoising to the training
+    # latents, as it will be when used. Steps it would skip anyway take no share of the iterations.
+    train_from_start: bool = True
     checkpoint_every: int = 0  # iterations between resumable checkpoints; 0 = none
     # Sliders this one will be used with (names the caller resolves, e.g. the webui's slider list): on while
     # it trains, each at an α drawn per iteration from ``among_alphas``, so that it learns its change among

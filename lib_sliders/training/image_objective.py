@@ -3,7 +3,8 @@
 For a pair (before, after) and a scale s, both images are noised with the *same* noise ε to the same
 timestep; the slider at α=+s must predict ε on the noised "after" latent and at α=−s on the noised
 "before" latent (the paper's ‖ε_θ+(x_t^after) − ε‖² + ‖ε_θ−(x_t^before) − ε‖²). Both rows go through
-the UNet in one call, with a different α per row.
+the UNet in one call, with a different α per row. A slider used from a start trains only at the
+timesteps from there on.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 
 from ..errors import SliderError
 from .backend import DiffusionBackend, select_cond
-from .schedule import add_noise, ddim_timesteps
+from .schedule import add_noise, ddim_timesteps, first_training_step
 
 
 def load_image(path: str, resolution: int) -> torch.Tensor:
@@ -36,10 +37,11 @@ def load_image(path: str, resolution: int) -> torch.Tensor:
 
 
 class ImageObjective:
-    def __init__(self, backend: DiffusionBackend, config, run):
+    def __init__(self, backend: DiffusionBackend, config, run, start: float = 0.0):
         self.backend = backend
         self.config = config
         self.run = run
+        self.first_step = first_training_step(start, config.max_denoising_steps)
         size = config.resolution
         # Latents of every pair, encoded once (the VAE never runs inside the loop).
         befores = torch.stack([load_image(p.before, size) for p in config.pairs])
@@ -60,7 +62,7 @@ class ImageObjective:
     def _sample(self, generator: torch.Generator, batch: int):
         pairs = torch.randint(0, len(self.before), (batch,), generator=generator)
         scales = self.scales[torch.randint(0, len(self.scales), (batch,), generator=generator)]
-        steps = torch.randint(1, self.config.max_denoising_steps, (batch,), generator=generator)
+        steps = torch.randint(self.first_step, self.config.max_denoising_steps, (batch,), generator=generator)
         noise = self.run.randn(batch, generator=generator)
         t = self.timesteps[steps].to(noise.device)
         alphas = self.backend.alphas_cumprod[t]

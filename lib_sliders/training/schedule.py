@@ -20,3 +20,15 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, alpha_t: torch.Tensor, alpha
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, alphas_cumprod_t: torch.Tensor) -> torch.Tensor:
     a = alphas_cumprod_t.reshape(-1, *([1] * (x0.dim() - 1)))
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def first_step_on(start: float, num_steps: int) -> int:
+    """The first of ``num_steps`` steps at which a slider with this start acts (the engine's gate: step / num_steps
+    ≥ start); ``num_steps`` when it never does."""
+    return next((i for i in range(num_steps) if start <= i / num_steps), num_steps)
+
+
+def first_training_step(start: float, num_steps: int) -> int:
+    """The first DDIM step count a slider used from ``start`` trains at: the step it first acts on, kept within
+    the counts training draws from (1 … num_steps − 1), so that even a late start leaves one to train."""
+    return min(max(1, first_step_on(start, num_steps)), num_steps - 1)

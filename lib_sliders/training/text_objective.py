@@ -10,7 +10,8 @@ is trained rather than extrapolated.
 
 Training latents follow the official loop: start from noise and denoise k DDIM steps with the slider
 on (CFG between c− and c_t), then train at the timestep the latent actually sits at (the official
-code labels it one DDIM step too early).
+code labels it one DDIM step too early). A slider used from a start (a fraction of the steps) trains only
+from there: k is drawn from the steps it acts on, and it is off for the denoising steps before them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .backend import DiffusionBackend, select_cond
-from .schedule import ddim_step, ddim_timesteps
+from .schedule import ddim_step, ddim_timesteps, first_training_step
 
 
 def with_concept(prompt: str, concept: str | None) -> str:
@@ -40,10 +41,12 @@ class _EntryRows:
 
 
 class TextObjective:
-    def __init__(self, backend: DiffusionBackend, config, run):
+    def __init__(self, backend: DiffusionBackend, config, run, start: float = 0.0):
         self.backend = backend
         self.config = config
         self.run = run  # the trainer's shared state: engine, generator, autocast, predict
+        self.start = start  # fraction of the steps before which the slider is off (and not trained)
+        self.first_step = first_training_step(start, config.max_denoising_steps)
         strings: dict[str, int] = {}
 
         def row(text: str) -> int:
@@ -108,16 +111,17 @@ class TextObjective:
 
     def _draw_steps(self) -> list[int]:
         """The DDIM step counts k at which this iteration trains (ascending)."""
-        config, generator = self.config, self.run.generator
+        config, generator, first = self.config, self.run.generator, self.first_step
         if config.timesteps_per_trajectory == 1:
-            return [int(torch.randint(1, config.max_denoising_steps, (1,), generator=generator))]
-        chosen = torch.randperm(config.max_denoising_steps - 1, generator=generator)[:config.timesteps_per_trajectory]
-        return sorted(int(k) + 1 for k in chosen)
+            return [int(torch.randint(first, config.max_denoising_steps, (1,), generator=generator))]
+        chosen = torch.randperm(config.max_denoising_steps - first, generator=generator)
+        return sorted(int(k) + first for k in chosen[:config.timesteps_per_trajectory])
 
     @torch.no_grad()
     def denoise(self, noise: torch.Tensor, entries: list[_EntryRows], steps: list[int], slider_alpha: float,
                 timesteps: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """DDIM from ``noise`` with the slider at ``slider_alpha``; (x_t, t) after each count of ``steps``.
+        """DDIM from ``noise`` with the slider at ``slider_alpha`` from the first step it trains at on (off before
+        it, as it is when used from its start); (x_t, t) after each count of ``steps``.
 
         The latent after k steps sits at ``timesteps[k]``, and that is its training label.
         """
@@ -125,15 +129,20 @@ class TextObjective:
         on_device = self._device_timesteps if timesteps is None else timesteps.to(noise.device)
         cond = self._cond_rows([e.negative for e in entries] + [e.target for e in entries])
         alphas = self.backend.alphas_cumprod[on_device]
+        last = max(steps)
+        slider_from = min(self.first_step if slider_alpha else 0, last)
         x, points = noise, []
-        with run.sampling_slider(slider_alpha):
-            for i in range(max(steps)):
-                t = on_device[i].repeat(2 * len(entries))
-                eps_uncond, eps_cond = run.predict_sampling(torch.cat([x, x]), t, cond).float().chunk(2)
-                eps = eps_uncond + self.config.sampling_guidance * (eps_cond - eps_uncond)
-                x = ddim_step(x, eps, alphas[i], alphas[i + 1])
-                if i + 1 in steps:
-                    points.append((x, on_device[i + 1].repeat(len(entries))))
+        for begin, end, alpha in ((0, slider_from, 0.0), (slider_from, last, slider_alpha)):
+            if begin == end:
+                continue
+            with run.sampling_slider(alpha):
+                for i in range(begin, end):
+                    t = on_device[i].repeat(2 * len(entries))
+                    eps_uncond, eps_cond = run.predict_sampling(torch.cat([x, x]), t, cond).float().chunk(2)
+                    eps = eps_uncond + self.config.sampling_guidance * (eps_cond - eps_uncond)
+                    x = ddim_step(x, eps, alphas[i], alphas[i + 1])
+                    if i + 1 in steps:
+                        points.append((x, on_device[i + 1].repeat(len(entries))))
         return points
 
     @torch.no_grad()
@@ -167,7 +176,8 @@ class TextObjective:
         run = self.run
         entries = [self.entries[i] for i in torch.multinomial(self.weights, samples, True, generator=generator)]
         short = ddim_timesteps(10, len(self.backend.alphas_cumprod))
-        k = int(torch.randint(2, 9, (1,), generator=generator))
+        # Within the steps the slider trains at (from its start), as far as the short schedule has them.
+        k = int(torch.randint(min(max(2, first_training_step(self.start, 10)), 8), 9, (1,), generator=generator))
         noise = run.randn(samples, generator=generator)
         ((x_t, t),) = self.denoise(noise, entries, [k], slider_alpha=0.0, timesteps=short)
         _, direction = self.targets(x_t, t, entries)

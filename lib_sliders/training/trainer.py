@@ -44,6 +44,8 @@ EFFECT_SEED_OFFSET = 1_000_003  # held-out draws never coincide with training dr
 START_SEED_OFFSET = 2_000_029  # the start probe's noise likewise
 COMPANION_SEED_OFFSET = 3_000_017  # the companions' α, drawn per iteration from their own seed
 RESUMABLE_CHANGES = ("iterations", "estimate_start", "default_start", "alpha_range")
+# Settings a checkpoint saved before they existed was made with (fields not listed: their defaults).
+BEFORE_THEY_EXISTED = {"train_from_start": False}
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class TrainResult:
     effect: EffectScore | None = None
     held_out_loss: tuple[float, float] | None = None  # (before, after) training, when asked for
     start_estimate: StartEstimate | None = None  # with ``estimate_start`` (image sliders: when they trained)
+    trained_from: float = 0.0  # the start the slider trained from (``train_from_start``); 0 = every step
 
     @property
     def recommended_start(self) -> float:
@@ -249,6 +252,7 @@ class SliderTrainer:
         self.companions = [replace(companions[name], text=[]) for name in config.train_among]
         self.companion_alphas = torch.tensor([float(a) for a in config.among_alphas])
         self.start_estimate: StartEstimate | None = None
+        self.trained_from = 0.0  # set by train(): the start the slider trains from
         # Merging pays off where the hooks' kernel launches dominate (GPU); on a CPU the merge costs more.
         self.merge_for_sampling = backend.device.type == "cuda" if merge_for_sampling is None else merge_for_sampling
         # The merged sampling calls replayed as CUDA graphs (on CUDA, by default; falls back by itself).
@@ -297,12 +301,14 @@ class SliderTrainer:
         # training draws the same with the estimate on or off.
         self.start_estimate = (self._estimate_start((channels, side, side), autocast_dtype)
                                if config.mode == "text" and config.estimate_start and self.start_samples else None)
+        self.trained_from = self._start_to_train_from()
         engine.apply([ActiveSlider(network, 0.0)])
         if self.companions:
             companions.apply([ActiveSlider(c, 0.0) for c in self.companions])
         run = _Run(backend, engine, generator, (channels, side, side), autocast_dtype, self.merge_for_sampling,
                    cuda_graphs=self.cuda_graphs, stats=self.stats, merge_backup_device=self.merge_backup_device)
-        objective = TextObjective(backend, config, run) if config.mode == "text" else ImageObjective(backend, config, run)
+        kind = TextObjective if config.mode == "text" else ImageObjective
+        objective = kind(backend, config, run, start=self.trained_from)
         parameters = _parameters(network)
         optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
         scaler = torch.amp.GradScaler(backend.device.type, enabled=run.autocast_dtype == torch.float16)
@@ -370,7 +376,16 @@ class SliderTrainer:
                   for path, m in network.unet.items()},
             arch=frozenset({detect_model_arch(backend.unet)}),
         )
-        return TrainResult(result_network, config, iteration, cancelled, losses, effect, held_out, self.start_estimate)
+        return TrainResult(result_network, config, iteration, cancelled, losses, effect, held_out, self.start_estimate,
+                           self.trained_from)
+
+    def _start_to_train_from(self) -> float:
+        """The start known before training (a text slider's estimate, else ``default_start``) when
+        ``train_from_start``; an image slider's estimate comes after training and takes no part."""
+        config = self.config
+        if not config.train_from_start:
+            return 0.0
+        return self.start_estimate.start if self.start_estimate else config.default_start
 
     def _estimate_start(self, latent_shape: tuple[int, int, int], autocast_dtype) -> StartEstimate:
         backend, config = self.backend, self.config
@@ -448,6 +463,11 @@ class SliderTrainer:
                 os.unlink(temporary)
             raise
 
+    def _resumable_changes(self) -> tuple[str, ...]:
+        if self.config.train_from_start:  # the start decides which steps train
+            return tuple(k for k in RESUMABLE_CHANGES if k not in ("estimate_start", "default_start"))
+        return RESUMABLE_CHANGES
+
     def _load_state(self, path, network: SliderNetwork, optimizer, generator: torch.Generator):
         try:
             with safetensors.safe_open(str(path), framework="pt") as file:
@@ -460,8 +480,8 @@ class SliderTrainer:
             raise SliderError(f"{path}: not a training checkpoint")
         current = self.config.to_dict()
         # A field newer than the checkpoint takes its default there (what the run that saved it did).
-        saved = {**type(self.config)(name=self.config.name).to_dict(), **state["config"]}
-        for key in RESUMABLE_CHANGES:  # settings that don't change what the loop does
+        saved = {**type(self.config)(name=self.config.name).to_dict(), **BEFORE_THEY_EXISTED, **state["config"]}
+        for key in self._resumable_changes():  # settings that don't change what the loop does
             saved.pop(key, None)
             current.pop(key, None)
         if saved != current:
@@ -502,6 +522,8 @@ def training_metadata(result: TrainResult, *, base_model_name: str | None = None
                 "effect": result.effect.to_dict() if result.effect else None}
     if not config.train_among:  # trained alone: the α it would have drawn them at says nothing
         training.pop("among_alphas", None)
+    if config.train_from_start:
+        training["trained_from"] = result.trained_from
     return prompts, training
 
 

@@ -113,6 +113,9 @@ FORM_FIELDS: list[FormField] = [
     FormField("estimate_start", _CONFIG.estimate_start, "checkbox", "Estimate the start from the model",
               "Probe where the model decides the attribute (image sliders: where the trained slider acts) and save "
               "that start instead of the number beside (colour-like attributes start late, layout-like ones early)"),
+    FormField("train_from_start", _CONFIG.train_from_start, "checkbox", "Train from the start",
+              "Train only the steps the slider acts on, from the start it is saved with (the estimate, or the number "
+              "beside): more of its change where it is used. Off: every step, for a slider you will use from 0"),
     FormField("train_among", (), "sliders", "Train among these sliders",
               "Sliders you will use together with this one: they are on at random strengths while it trains "
               "(α −3…3; among_alphas in Other settings), so that it keeps its effect among them. "
@@ -340,6 +343,7 @@ def _parse(values: Mapping, uploaded_pairs, errors: _Errors) -> dict[str, Any]:
     config["precision"] = _text(values, "precision") or _CONFIG.precision
     config["gradient_checkpointing"] = _flag(values, "gradient_checkpointing")
     config["estimate_start"] = _flag(values, "estimate_start")
+    config["train_from_start"] = _flag(values, "train_from_start")
     config["train_among"] = parse_slider_names(_get(values, "train_among"))
     low = _number(values, "alpha_low", "alpha_range", errors)
     high = _number(values, "alpha_high", "alpha_range", errors)
@@ -425,7 +429,8 @@ def config_to_form(config: TrainConfig) -> dict[str, Any]:
         "batch_size": config.batch_size, "seed": config.seed, "precision": config.precision,
         "gradient_checkpointing": config.gradient_checkpointing, "alpha_low": config.alpha_range[0],
         "alpha_high": config.alpha_range[1], "default_start": config.default_start,
-        "estimate_start": config.estimate_start, "train_among": list(config.train_among),
+        "estimate_start": config.estimate_start, "train_from_start": config.train_from_start,
+        "train_among": list(config.train_among),
         "advanced": _advanced_text(config),
     }
 

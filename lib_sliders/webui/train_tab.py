@@ -218,7 +218,7 @@ def create_tab(jobs: TrainingJobs, library) -> gr.Blocks:
                     with gr.Row():
                         add("precision", "gradient_checkpointing")
                     with gr.Row():
-                        add("alpha_low", "alpha_high", "default_start", "estimate_start")
+                        add("alpha_low", "alpha_high", "default_start", "estimate_start", "train_from_start")
                     with gr.Row():
                         add("train_among")
                         refresh = ToolButton(value=refresh_symbol, elem_id=elem_id("train_among_refresh"),
