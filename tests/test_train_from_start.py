@@ -84,8 +84,11 @@ def test_a_text_slider_trains_and_acts_only_from_its_start(sd1):
     assert [alpha for _, alpha in run.calls] == [0.0, 0.0, 0.0, -1.0, -1.0]  # off before the start, as when used
     assert [int(t[0]) for _, t in points] == [timesteps[3], timesteps[5]]
 
-    plain = TextObjective(backend, small_config(), RecordingRun())  # from 0: every step, as before
+    plain_run = RecordingRun()
+    plain = TextObjective(backend, small_config(), plain_run)  # from 0: every step, as before
     assert {k for _ in range(300) for (k,) in [plain._draw_steps()]} == set(range(1, 10))
+    plain.denoise(noise, plain.entries[:1], [2], slider_alpha=1.0)
+    assert [alpha for _, alpha in plain_run.calls] == [1.0, 1.0]  # on from the first step, noise included
 
 
 def test_an_image_slider_trains_only_the_timesteps_from_its_start(sd1, tmp_path):

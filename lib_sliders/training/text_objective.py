@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .backend import DiffusionBackend, select_cond
-from .schedule import ddim_step, ddim_timesteps, first_training_step
+from .schedule import ddim_step, ddim_timesteps, first_step_on, first_training_step
 
 
 def with_concept(prompt: str, concept: str | None) -> str:
@@ -46,7 +46,8 @@ class TextObjective:
         self.config = config
         self.run = run  # the trainer's shared state: engine, generator, autocast, predict
         self.start = start  # fraction of the steps before which the slider is off (and not trained)
-        self.first_step = first_training_step(start, config.max_denoising_steps)
+        self.first_step = first_training_step(start, config.max_denoising_steps)  # the first k drawn
+        self.slider_from = min(first_step_on(start, config.max_denoising_steps), self.first_step)  # 0 from 0
         strings: dict[str, int] = {}
 
         def row(text: str) -> int:
@@ -120,8 +121,8 @@ class TextObjective:
     @torch.no_grad()
     def denoise(self, noise: torch.Tensor, entries: list[_EntryRows], steps: list[int], slider_alpha: float,
                 timesteps: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """DDIM from ``noise`` with the slider at ``slider_alpha`` from the first step it trains at on (off before
-        it, as it is when used from its start); (x_t, t) after each count of ``steps``.
+        """DDIM from ``noise`` with the slider at ``slider_alpha`` from the step its start opens on (off before it,
+        as it is when used); (x_t, t) after each count of ``steps``.
 
         The latent after k steps sits at ``timesteps[k]``, and that is its training label.
         """
@@ -130,7 +131,7 @@ class TextObjective:
         cond = self._cond_rows([e.negative for e in entries] + [e.target for e in entries])
         alphas = self.backend.alphas_cumprod[on_device]
         last = max(steps)
-        slider_from = min(self.first_step if slider_alpha else 0, last)
+        slider_from = min(self.slider_from if slider_alpha else 0, last)
         x, points = noise, []
         for begin, end, alpha in ((0, slider_from, 0.0), (slider_from, last, slider_alpha)):
             if begin == end:
