@@ -30,7 +30,7 @@ first fraction of the steps, as the webui's slider start and the official infere
 with the edited prompt from that step on, the webui's ``[caption:edited caption:start]``); both options take one
 value for every slider or ``name=value`` pairs, the composition runs each slider from its own start, and ``--start
 auto`` takes the start our trainer estimates from the model and saves in a slider's file; our sliders train from
-that start, as the trainer does (``--every-step``: at every step). ``--among size`` trains
+that start with ``--train-from-start`` (the trainer's ``train_from_start``). ``--among size`` trains
 the size slider among the run's other text sliders (the trainer's companions, each on at an α drawn per iteration),
 to see whether it then keeps its effect when they act too. ``--sliders-dir``
 keeps the trained sliders, so a later run re-measures them (other seeds, α or start) without training.
@@ -126,7 +126,7 @@ def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str,
     common = dict(name=spec.name, iterations=args.iterations, resolution=32, rank=args.rank, preset=args.preset,
                   max_denoising_steps=args.train_steps, seed=args.seed, train_among=sorted(companions),
                   among_alphas=args.among_alphas, default_start=trained_from(args, spec, official),
-                  train_from_start=True)
+                  train_from_start=args.train_from_start and not official)
     if spec.prompt is not None and not official:
         common["timesteps_per_trajectory"] = args.timesteps_per_trajectory
     if spec.prompt is None:
@@ -153,10 +153,10 @@ def train_slider(model, spec: SliderSpec, args, official: bool, pair_dir: str,
 
 
 def trained_from(args, spec: SliderSpec, official: bool) -> float:
-    """The start ours trains from, as the trainer does (``train_from_start``): the one it is generated with, when
-    known before training (an image slider's ``auto`` is probed after); 0 with ``--every-step`` and for the
+    """The start ours trains from with ``--train-from-start`` (the trainer's ``train_from_start``): the one it is
+    generated with, when known before training (an image slider's ``auto`` is probed after); else 0, as for the
     official objective, which trains every step."""
-    if official or args.every_step:
+    if official or not args.train_from_start:
         return 0.0
     return args.start[spec.name] or 0.0
 
@@ -261,7 +261,8 @@ def training_settings(args, spec: SliderSpec, official: bool) -> dict:
             names += ["timesteps_per_trajectory", "training_prompts", "preservation", "eta", "captions"]
     values = {name: getattr(args, name) for name in names}
     settings = {name: value[spec.name] if isinstance(value, dict) else value for name, value in values.items()}
-    return settings | {"trained_from": trained_from(args, spec, official)}
+    start = trained_from(args, spec, official)
+    return settings | ({"trained_from": start} if start else {})  # stores made before the option still match
 
 
 # --------------------------------------------------------------------------------------------- run
@@ -314,9 +315,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "each of those on at an α drawn per iteration from --among-alphas (they are trained first)")
     parser.add_argument("--among-alphas", default=",".join(f"{a:g}" for a in TrainConfig(name="x").among_alphas),
                         help="the α the companions of --among are drawn from (the trainer's among_alphas)")
-    parser.add_argument("--every-step", action="store_true",
-                        help="train our sliders at every step, not only from the start they are generated with "
-                        "(the trainer's train_from_start off)")
+    parser.add_argument("--train-from-start", action="store_true",
+                        help="train our sliders only from the start they are generated with (--start), as the "
+                        "trainer's train_from_start does")
     parser.add_argument("--no-official", action="store_true", help="skip the official-objective baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)

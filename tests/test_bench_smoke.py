@@ -134,6 +134,10 @@ def test_fidelity_saves_its_sliders_and_remeasures_them_without_training(tmp_pat
     other = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "fidelity.py"), *common, "--captions", "3",
                             "--threads", "1"], capture_output=True, text=True, timeout=300)
     assert other.returncode != 0 and "size-ours.safetensors: trained with other settings (captions)" in other.stderr
+    # Trained from its start (--train-from-start) it is another slider; from 0 it would be the same one.
+    from_start = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "fidelity.py"), *common, "--start", "0.5",
+                                 "--train-from-start", "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert from_start.returncode != 0 and "trained with other settings (trained_from)" in from_start.stderr
 
 
 def test_fidelity_options_per_slider():

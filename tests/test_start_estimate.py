@@ -54,10 +54,8 @@ def small_config(**overrides) -> TrainConfig:
 def test_the_trainer_saves_the_estimated_start_and_trains_the_same_slider(sd1, tmp_path):
     unet = sd1.model.diffusion_model
     before = {k: v.clone() for k, v in unet.state_dict().items()}
-    # Trained at every step, so that only the probe differs (training from the start: test_train_from_start.py).
-    estimated = SliderTrainer(ModelBackend(sd1), small_config(default_start=0.25, train_from_start=False)).train()
-    plain = SliderTrainer(ModelBackend(sd1), small_config(default_start=0.25, estimate_start=False,
-                                                          train_from_start=False)).train()
+    estimated = SliderTrainer(ModelBackend(sd1), small_config(default_start=0.25)).train()
+    plain = SliderTrainer(ModelBackend(sd1), small_config(default_start=0.25, estimate_start=False)).train()
     assert all(torch.equal(v, before[k]) for k, v in unet.state_dict().items())
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in unet.modules())
 

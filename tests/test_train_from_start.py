@@ -105,27 +105,28 @@ def test_the_trainer_trains_from_the_start_it_saves_and_says_so(sd1):
     def train(**overrides):
         return SliderTrainer(ModelBackend(sd1), small_config(**overrides), effect_samples=0).train()
 
-    late = train(default_start=0.5)
-    every_step = train(default_start=0.5, train_from_start=False)
+    late = train(default_start=0.5, train_from_start=True)
+    every_step = train(default_start=0.5)  # the default: the start is only saved
     from_zero = train()
     assert late.trained_from == 0.5 and every_step.trained_from == 0.0 and late.recommended_start == 0.5
-    assert every_step.losses == from_zero.losses  # off, the start is only saved, as before
+    assert every_step.losses == from_zero.losses
     assert late.losses != from_zero.losses
     assert training_metadata(late)[1]["trained_from"] == 0.5
     assert "trained_from" not in training_metadata(every_step)[1]
-    estimated = SliderTrainer(ModelBackend(sd1), small_config(estimate_start=True), effect_samples=0,
-                              start_samples=2).train()
+    assert train(train_from_start=True).losses == from_zero.losses  # from 0 it is every step
+    estimated = SliderTrainer(ModelBackend(sd1), small_config(estimate_start=True, train_from_start=True),
+                              effect_samples=0, start_samples=2).train()
     assert estimated.trained_from == estimated.start_estimate.start  # a text slider's estimate comes first
 
 
 def test_resume_keeps_the_steps_a_checkpoint_trained(sd1, tmp_path):
     checkpoint = tmp_path / "run.state"
-    SliderTrainer(ModelBackend(sd1), small_config(iterations=2, checkpoint_every=2, default_start=0.3),
-                  checkpoint_path=checkpoint).train()
+    config = small_config(iterations=2, checkpoint_every=2, default_start=0.3, train_from_start=True)
+    SliderTrainer(ModelBackend(sd1), config, checkpoint_path=checkpoint).train()
     # The start now decides which steps train: another one is another run.
     with pytest.raises(Exception, match=r"different settings \(default_start\)"):
-        SliderTrainer(ModelBackend(sd1), small_config(default_start=0.5, checkpoint_every=2)).train(
-            resume_from=checkpoint)
+        SliderTrainer(ModelBackend(sd1), small_config(default_start=0.5, checkpoint_every=2,
+                                                      train_from_start=True)).train(resume_from=checkpoint)
 
     # A checkpoint from before train_from_start existed trained every step whatever its start.
     with safetensors.safe_open(str(checkpoint), framework="pt") as file:
@@ -135,9 +136,8 @@ def test_resume_keeps_the_steps_a_checkpoint_trained(sd1, tmp_path):
     del state["config"]["train_from_start"]
     safetensors.torch.save_file(tensors, str(checkpoint), metadata={**metadata, "state": json.dumps(state)})
     with pytest.raises(Exception, match=r"different settings \(train_from_start\)"):
-        SliderTrainer(ModelBackend(sd1), small_config(default_start=0.3, checkpoint_every=2)).train(
-            resume_from=checkpoint)
-    resumed = SliderTrainer(ModelBackend(sd1), small_config(default_start=0.5, train_from_start=False,
-                                                               checkpoint_every=2),
+        SliderTrainer(ModelBackend(sd1), small_config(default_start=0.3, checkpoint_every=2,
+                                                      train_from_start=True)).train(resume_from=checkpoint)
+    resumed = SliderTrainer(ModelBackend(sd1), small_config(default_start=0.5, checkpoint_every=2),
                             effect_samples=0).train(resume_from=checkpoint)  # then the start is only saved again
     assert resumed.iterations == 4 and resumed.trained_from == 0.0

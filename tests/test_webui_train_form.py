@@ -118,7 +118,7 @@ def test_text_round_trip_keeps_every_prompt_and_setting():
         ],
         rank=8, alpha=4.0, preset="xattn", iterations=300, lr=1e-4, resolution=768, batch_size=2, seed=7,
         precision="bf16", gradient_checkpointing=True, alpha_range=(-2.0, 4.0), default_start=0.2, estimate_start=False,
-        train_from_start=False, max_denoising_steps=30, sampling_guidance=5.0, checkpoint_every=50, weight_decay=0.0,
+        train_from_start=True, max_denoising_steps=30, sampling_guidance=5.0, checkpoint_every=50, weight_decay=0.0,
         train_among=["smile", "hair (long)"], among_alphas=[-1.0, 1.0],
     )
     form = config_to_form(config)
@@ -127,7 +127,7 @@ def test_text_round_trip_keeps_every_prompt_and_setting():
     assert json.loads(form["advanced"]) == {"weight_decay": 0.0, "max_denoising_steps": 30,
                                             "sampling_guidance": 5.0, "checkpoint_every": 50,
                                             "among_alphas": [-1.0, 1.0], "weight": 2.0}
-    assert form["train_among"] == ["smile", "hair (long)"] and form["train_from_start"] is False
+    assert form["train_among"] == ["smile", "hair (long)"] and form["train_from_start"] is True
     assert roundtrip(config) == config
 
 

@@ -44,8 +44,6 @@ EFFECT_SEED_OFFSET = 1_000_003  # held-out draws never coincide with training dr
 START_SEED_OFFSET = 2_000_029  # the start probe's noise likewise
 COMPANION_SEED_OFFSET = 3_000_017  # the companions' α, drawn per iteration from their own seed
 RESUMABLE_CHANGES = ("iterations", "estimate_start", "default_start", "alpha_range")
-# Settings a checkpoint saved before they existed was made with (fields not listed: their defaults).
-BEFORE_THEY_EXISTED = {"train_from_start": False}
 
 
 @dataclass(frozen=True)
@@ -480,7 +478,7 @@ class SliderTrainer:
             raise SliderError(f"{path}: not a training checkpoint")
         current = self.config.to_dict()
         # A field newer than the checkpoint takes its default there (what the run that saved it did).
-        saved = {**type(self.config)(name=self.config.name).to_dict(), **BEFORE_THEY_EXISTED, **state["config"]}
+        saved = {**type(self.config)(name=self.config.name).to_dict(), **state["config"]}
         for key in self._resumable_changes():  # settings that don't change what the loop does
             saved.pop(key, None)
             current.pop(key, None)

@@ -115,7 +115,7 @@ FORM_FIELDS: list[FormField] = [
               "that start instead of the number beside (colour-like attributes start late, layout-like ones early)"),
     FormField("train_from_start", _CONFIG.train_from_start, "checkbox", "Train from the start",
               "Train only the steps the slider acts on, from the start it is saved with (the estimate, or the number "
-              "beside): more of its change where it is used. Off: every step, for a slider you will use from 0"),
+              "beside), with it off before that as when used. Off: every step (a slider you may use from 0)"),
     FormField("train_among", (), "sliders", "Train among these sliders",
               "Sliders you will use together with this one: they are on at random strengths while it trains "
               "(α −3…3; among_alphas in Other settings), so that it keeps its effect among them. "
