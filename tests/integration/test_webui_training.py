@@ -75,6 +75,22 @@ def test_train_then_generate_with_the_new_slider(webui):
         webui.request("POST", "/sliders/v1/train", tiny_config(name))
 
 
+def test_a_slider_trained_from_its_start_says_so_and_acts_from_there(webui):
+    name = f"it_from_start_{uuid.uuid4().hex[:6]}"
+    before, _ = webui.txt2img(PROMPT, seed=5)
+    body = tiny_config(name, default_start=0.5, estimate_start=False, train_from_start=True)
+    job = wait_until_finished(webui, webui.request("POST", "/sliders/v1/train", {**body, "preview": False})["id"])
+    assert job["state"] == "done", job
+    after, _ = webui.txt2img(PROMPT, seed=5)
+    assert np.array_equal(before[0], after[0])  # the model is exactly as it was
+    listed = {s["name"]: s for s in webui.request("GET", "/sliders/v1/sliders")}
+    training = json.loads(listed[name]["metadata"]["sliders.training"])
+    assert training["train_from_start"] is True and training["trained_from"] == 0.5
+    assert listed[name]["default_start"] == 0.5
+    moved, _ = webui.txt2img(f"{PROMPT} <slider:{name}:2>", seed=5)  # 3 steps: on at the last (2/3 ≥ 0.5)
+    assert float(np.abs(moved[0] - before[0]).mean()) > 0.01
+
+
 def test_cancel_then_resume(webui):
     name = f"it_cancel_{uuid.uuid4().hex[:6]}"
     job = webui.request("POST", "/sliders/v1/train", {**tiny_config(name, iterations=40), "preview": False})
