@@ -6,6 +6,7 @@ Needs ``SD_WEBUI_UI_URL`` (the webui started without ``--nowebui``, e.g. ``http:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -116,7 +117,7 @@ def test_cards_add_and_remove_tags_even_with_negative_alpha(page):
 
 
 
-def test_train_tab_trains_a_slider_whose_card_then_appears(page):
+def test_train_tab_trains_a_slider_whose_card_then_appears(page, webui):
     name = f"it_tab_{uuid.uuid4().hex[:6]}"
     page.find_element(By.XPATH, "//div[@id='tabs']//button[normalize-space()='Concept Sliders']").click()
     wait_for(lambda: page.find_element(By.ID, "sliders_train_start").is_displayed(), 20)
@@ -128,13 +129,22 @@ def test_train_tab_trains_a_slider_whose_card_then_appears(page):
     set_value(page, "#sliders_train_advanced textarea", '{"max_denoising_steps": 4}')
     if value_of(page, "#sliders_train_preview input"):
         js(page, "gradioApp().querySelector('#sliders_train_preview input').click()")
+    # Settings: a start of its own, trained from there.
+    js(page, "gradioApp().querySelector('#sliders_train_settings .label-wrap').click()")
+    time.sleep(1)
+    set_value(page, "#sliders_train_default_start input[type=number]", 0.5)
+    for box, wanted in (("estimate_start", False), ("train_from_start", True)):
+        if value_of(page, f"#sliders_train_{box} input") != wanted:
+            js(page, f"gradioApp().querySelector('#sliders_train_{box} input').click()")
     time.sleep(1)
     page.find_element(By.ID, "sliders_train_start").click()
     result = wait_for(lambda: "Trained slider" in (text := js(page, "return gradioApp().querySelector("
                                                                    "'#sliders_train_result').innerText")) and text, 900)
     assert f"Trained slider {name} (2 iterations)" in result and f"{name}.safetensors" in result
+    listed = {s["name"]: s for s in webui.request("GET", "/sliders/v1/sliders")}
+    assert listed[name]["default_start"] == 0.5
+    assert json.loads(listed[name]["metadata"]["sliders.training"])["trained_from"] == 0.5
     # "Train among these sliders" offers it after a rescan (the list is read when the page is built).
-    js(page, "gradioApp().querySelector('#sliders_train_settings .label-wrap').click()")
     page.find_element(By.ID, "sliders_train_train_among_refresh").click()
     time.sleep(2)
     page.find_element(By.CSS_SELECTOR, "#sliders_train_train_among input").click()
