@@ -83,6 +83,7 @@ from lib_sliders.lora import SliderNetwork  # noqa: E402
 from lib_sliders.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
 from lib_sliders.training.backend import ModelBackend  # noqa: E402
 from lib_sliders.training.config import ImagePair, TextPrompt, TrainConfig  # noqa: E402
+from lib_sliders.training.schedule import first_step_on  # noqa: E402
 from lib_sliders.training.start_estimate import StartEstimate, estimate_slider_start, estimate_start  # noqa: E402
 from lib_sliders.training.trainer import START_SEED_OFFSET, SliderTrainer, TrainResult, TrainStats  # noqa: E402
 
@@ -219,7 +220,7 @@ def prompt_edit(model, attributes, prompts: list[str], spec: SliderSpec, noise, 
     """Prompt editing as a grid at "α" −1, 0, 1: the low and the high word put into each seed's prompt, same noise,
     no slider; with ``start``, only from the step where a slider with that start turns on (the webui's
     ``[caption:edited caption:start]``)."""
-    first = next((i for i in range(args.steps) if start <= i / args.steps), args.steps)  # SliderEngine's gate
+    first = first_step_on(start, args.steps)  # where SliderEngine's gate opens
     edits = []
     for word in spec.edit:
         edited = [caption_without(a, spec.drop, word) for a in attributes]
