@@ -69,8 +69,12 @@ class TrainResult:
 
     @property
     def recommended_start(self) -> float:
-        """The start saved in the file: the estimate when there is one, else the config's ``default_start``."""
-        return self.start_estimate.start if self.start_estimate else self.config.default_start
+        return saved_start(self.start_estimate, self.config)
+
+
+def saved_start(estimate: StartEstimate | None, config) -> float:
+    """The start saved in the file: the estimate when there is one, else the config's ``default_start``."""
+    return estimate.start if estimate else config.default_start
 
 
 @dataclass
@@ -380,10 +384,7 @@ class SliderTrainer:
     def _start_to_train_from(self) -> float:
         """The start known before training (a text slider's estimate, else ``default_start``) when
         ``train_from_start``; an image slider's estimate comes after training and takes no part."""
-        config = self.config
-        if not config.train_from_start:
-            return 0.0
-        return self.start_estimate.start if self.start_estimate else config.default_start
+        return saved_start(self.start_estimate, self.config) if self.config.train_from_start else 0.0
 
     def _estimate_start(self, latent_shape: tuple[int, int, int], autocast_dtype) -> StartEstimate:
         backend, config = self.backend, self.config
