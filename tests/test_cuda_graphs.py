@@ -125,6 +125,38 @@ def _sampling_run(backend, network, graphs: bool):
     return engine, run, TextObjective(backend, config, run)
 
 
+class _RecordingGraphs:
+    """Stands in for ``GraphedCalls`` on a CPU: counts the calls routed to replays and makes them ordinary."""
+
+    def __init__(self, backend):
+        self.backend, self.replays, self.disabled, self.check_errors = backend, 0, None, []
+
+    def __call__(self, x_t, t, cond):
+        self.replays += 1
+        return self.backend.predict_eps(x_t, t, cond)
+
+
+def test_denoising_before_a_sliders_start_goes_to_the_graphs_too():
+    # With the slider off (α 0) the sampling calls are the bare UNet's, as replayable as the merged ones.
+    backend = ModelBackend(make_toy_model("sd1"))
+    config = TrainConfig(name="age", prompts=[AGE], iterations=1, resolution=64, rank=4, max_denoising_steps=8,
+                         precision="fp32")
+    network = new_slider_network(backend.unet, config, torch.Generator().manual_seed(0), backend.device)
+    engine = SliderEngine(backend.unet)
+    engine.apply([ActiveSlider(network, 0.0)])
+    try:
+        run = _Run(backend, engine, torch.Generator().manual_seed(0), (4, 8, 8), None, merge_for_sampling=True)
+        run.graphs = _RecordingGraphs(backend)
+        objective = TextObjective(backend, config, run, start=0.5)
+        assert objective.slider_from == 4
+        objective.denoise(run.randn(1), objective.entries[:1], [6], slider_alpha=1.0)
+        assert run.graphs.replays == 6  # 4 steps with the slider off, 2 with it merged
+        objective.denoise(run.randn(1), objective.entries[:1], [3], slider_alpha=0.0)
+        assert run.graphs.replays == 6 + 3
+    finally:
+        engine.clear()
+
+
 @needs_cuda
 @pytest.mark.parametrize("arch", ["sd1", "sdxl"])
 def test_graph_replays_denoise_as_ordinary_calls_do_and_see_each_new_merge(arch, exact_cuda_kernels):
@@ -139,12 +171,13 @@ def test_graph_replays_denoise_as_ordinary_calls_do_and_see_each_new_merge(arch,
     for graphs in (True, False):
         engine, run, objective = _sampling_run(backend, network, graphs)
         noise = run.randn(1, torch.Generator().manual_seed(5))
-        # Alternate α: each denoise merges anew into the same weights, which the replays must see.
-        results[graphs] = [objective.denoise(noise, objective.entries[:1], [6], alpha)[0][0] for alpha in (1, -1, 2)]
+        # Alternate α: each denoise merges anew into the same weights, which the replays must see (α 0: none).
+        results[graphs] = [objective.denoise(noise, objective.entries[:1], [6], alpha)[0][0]
+                           for alpha in (1, 0, -1, 2)]
         engine.clear()
         if graphs:
             assert run.stats.graphs.startswith("on"), run.stats.graphs
-            assert run.stats.graph_replays == 3 * 6 and run.graphs.replays == 3 * 6
+            assert run.stats.graph_replays == 4 * 6 and run.graphs.replays == 4 * 6
     for with_graphs, without, other_alpha in zip(results[True], results[False], results[False][1:] + results[False][:1],
                                                  strict=True):
         mismatch = (with_graphs - without).norm() / without.norm()

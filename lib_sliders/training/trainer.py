@@ -114,19 +114,23 @@ class _Run:
         Merged into the weights (restored bitwise afterwards) when ``merge_for_sampling``: the denoising
         calls then cost what the bare UNet costs, instead of paying the hooks on every layer each step.
         The hooks stay attached meanwhile, idle at α = 0, so nothing is re-packed when training resumes.
+        At α = 0 (the steps before a slider's start) there is nothing to merge, but the calls are the bare
+        UNet's all the same, so they replay the same CUDA graphs.
         """
-        if not self.merge_for_sampling or alpha == 0:
+        if not self.merge_for_sampling:
             self.set_alpha(torch.tensor(alpha))
             yield
             return
         self.set_alpha(torch.tensor(0.0))
-        self.merger.merge({weight: [Contribution(module, alpha)] for weight, module in self._merge_targets()})
+        if alpha:
+            self.merger.merge({weight: [Contribution(module, alpha)] for weight, module in self._merge_targets()})
         self._merged = True
         try:
             yield
         finally:
             self._merged = False
-            self.merger.restore()
+            if alpha:
+                self.merger.restore()
 
     def _merge_targets(self) -> list[tuple[torch.Tensor, LoraModule]]:
         if self._targets is None:
