@@ -85,6 +85,7 @@ from lib_sliders.training.backend import ModelBackend  # noqa: E402
 from lib_sliders.training.config import ImagePair, TextPrompt, TrainConfig  # noqa: E402
 from lib_sliders.training.schedule import first_step_on  # noqa: E402
 from lib_sliders.training.start_estimate import StartEstimate, estimate_slider_start, estimate_start  # noqa: E402
+from lib_sliders.training.text_objective import with_concept  # noqa: E402
 from lib_sliders.training.trainer import START_SEED_OFFSET, SliderTrainer, TrainResult, TrainStats  # noqa: E402
 
 # ---------------------------------------------------------------------------------------- sampling
@@ -229,6 +230,40 @@ def prompt_edit(model, attributes, prompts: list[str], spec: SliderSpec, noise, 
     return Grid.of(np.array([-1.0, 0.0, 1.0]), np.concatenate([edits[0], base, edits[1]], 1))
 
 
+def target_applied(model, attributes, prompts: list[str], spec: SliderSpec, noise, args, start: float) -> Grid:
+    """Our objective's target applied while sampling, with no slider: from the step a slider with ``start`` turns on,
+    the guided ε gains α · η Σ_p [ε(x, c+ ⊕ p) − ε(x, c− ⊕ p)], the change our slider is trained to make (for
+    ``captions``, the image's own caption with the low and the high word). A slider that fitted its target exactly
+    would do this, so it tells what the objective and the model allow from what the training leaves."""
+    alphas, count = args.alphas, len(args.alphas)
+    if args.training_prompts[spec.name] == "words":
+        (entry,) = our_prompts(spec, args)
+        concepts = list(entry.preservation) or [None]
+        pairs = [[(with_concept(entry.positive, p), with_concept(entry.negative, p)) for p in concepts]] * len(prompts)
+        eta = entry.guidance
+    else:
+        low, high = spec.edit
+        pairs = [[(caption_without(a, spec.drop, high), caption_without(a, spec.drop, low))] for a in attributes]
+        eta = args.eta if args.eta is not None else DEFAULT_TOTAL_GUIDANCE
+    rows = [pair for pair in pairs for _ in range(count)]  # seed-major, as ``generate`` lays out the grid
+    encoded = [(model.get_learned_conditioning([r[i][0] for r in rows]),
+                model.get_learned_conditioning([r[i][1] for r in rows])) for i in range(len(rows[0]))]
+    scale = eta * torch.tensor(np.tile(alphas, len(prompts)), dtype=torch.float32).view(-1, 1, 1, 1)
+    first = first_step_on(start, args.steps)
+
+    def adjust(i, x, t, eps):
+        if i < first:
+            return eps
+        direction = sum(torch.sub(*model.apply_model(torch.cat([x, x]), torch.cat([t, t]),
+                                                     torch.cat([positive, negative])).chunk(2))
+                        for positive, negative in encoded)
+        return eps + scale * direction
+
+    images = model.sample([p for p in prompts for _ in range(count)], steps=args.steps, guidance=args.guidance,
+                          noise=noise.repeat_interleave(count, dim=0), adjust=adjust)
+    return Grid.of(alphas, images.reshape(len(prompts), count, 32, 32, 3))
+
+
 def trained_or_saved(model, spec: SliderSpec, args, official: bool, pair_dir: str, label: str,
                      companions: dict[str, SliderNetwork]):
     """(network, effect score, training stats): trained (among ``companions``), or read back from ``--sliders-dir``
@@ -319,6 +354,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-from-start", action="store_true",
                         help="train our sliders only from the start they are generated with (--start), as the "
                         "trainer's train_from_start does")
+    parser.add_argument("--ideal", action="store_true",
+                        help="also our text sliders' training target applied directly while sampling, from 0 and "
+                        "from --start (what a slider that fitted its target exactly would do)")
     parser.add_argument("--no-official", action="store_true", help="skip the official-objective baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
@@ -392,16 +430,17 @@ def main(argv: list[str] | None = None) -> None:
             floor = oracle_at(attributes, spec, edit["effect"])
             rows.append((spec.name, "oracle @m", {"slope": floor["effect"], "rho_means": math.nan,
                                                   "rho_pooled": math.nan, "found": 1.0}, floor, floor, None))
+            if args.ideal and spec.prompt is not None:
+                for start in [0.0] + ([args.start[spec.name]] if args.start[spec.name] else []):
+                    grid = target_applied(model, attributes, prompts, spec, noise, args, start)
+                    rows.append(grid_row(spec, "ideal slider" + (f" s{start:g}" if start else ""), grid, edit, args))
             for label, (network, score, stats, training_seconds) in made.items():
                 starts = [0.0] + ([args.start[spec.name]] if args.start[spec.name] and label == "ours" else [])
                 for start in starts:
                     grid = Grid.of(alphas, generate(model, prompts, noise, alphas, [network], args.steps,
                                                     args.guidance, start))
-                    effect = grid.effect(spec.feature)
-                    top = int(np.argmax(np.abs(alphas)))
-                    rows.append((spec.name, ours_label(start) if label == "ours" else label, effect,
-                                 matched_change(grid, spec.feature, edit["effect"], args.match),
-                                 grid.change_at(spec.feature, top), score))
+                    rows.append(grid_row(spec, ours_label(start) if label == "ours" else label, grid, edit, args,
+                                         score))
                 how = (f"trained in {training_seconds:.0f} s ({stats.unet_calls} UNet calls, {stats.unet_rows} rows)"
                        if stats else "read from " + saved_path(args, spec, label))
                 print(f"  {spec.name} ({label}) {how}, done at {time.time() - began:.0f} s", flush=True)
@@ -411,6 +450,13 @@ def main(argv: list[str] | None = None) -> None:
 
     print_report(rows, composition, alphas, args.match)
     print(f"\nfinished in {time.time() - began:.0f} s")
+
+
+def grid_row(spec: SliderSpec, label: str, grid: Grid, edit: dict, args, score=None) -> tuple:
+    """A report row: the grid's effect, its changes at the edit's effect and at the largest |α|."""
+    top = int(np.argmax(np.abs(args.alphas)))
+    return (spec.name, label, grid.effect(spec.feature), matched_change(grid, spec.feature, edit["effect"], args.match),
+            grid.change_at(spec.feature, top), score)
 
 
 def composition_of(model, text: list[SliderSpec], trained: dict[str, SliderNetwork], attributes, noise,

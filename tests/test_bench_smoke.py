@@ -49,7 +49,7 @@ def test_fidelity_runs_end_to_end_on_an_untrained_toy_model():
     out = run_bench("fidelity.py", "--random-model", "--sliders", "size,colour,image_size", "--seeds", "2",
                     "--alphas=-1,0,1", "--iterations", "1", "--steps", "2", "--train-steps", "2", "--pairs", "2",
                     "--start", "size=0.5,colour=0.5,image_size=auto", "--among", "size",
-                    "--among-alphas=-3,0,3")
+                    "--among-alphas=-3,0,3", "--ideal")
     assert re.search(r"^slider\s+method\s+found\s+slope/α", out, re.M), out
     # An image slider's start is probed with the slider it became (at ±its scale), after training.
     assert re.search(r"^  image_size: recommended start .* between the slider at ±1 is still open", out, re.M), out
@@ -58,7 +58,8 @@ def test_fidelity_runs_end_to_end_on_an_untrained_toy_model():
     for slider, method in [("size", "prompt edit"), ("size", "oracle"), ("size", "ours"), ("size", "official"),
                            ("size", "ours s0.5"), ("size", "prompt edit s0.5"), ("colour", "oracle"),
                            ("colour", "oracle @m"),
-                           ("colour", "ours"), ("image_size", "ours")]:
+                           ("colour", "ours"), ("image_size", "ours"), ("size", "ideal slider"),
+                           ("size", "ideal slider s0.5"), ("colour", "ideal slider s0.5")]:
         assert re.search(rf"^{slider}\s+{method}\s+{NUMBER}\s", out, re.M), (slider, method, out)
     # The oracle is measured on renders, so it means something even here: both shapes found, both grew (or
     # turned blue).
@@ -66,7 +67,8 @@ def test_fidelity_runs_end_to_end_on_an_untrained_toy_model():
         found, effect = re.search(rf"^{slider}\s+oracle\s+({NUMBER})\s+({NUMBER})\s", out, re.M).groups()
         assert float(found) == 1.0 and float(effect) > 0.05, (slider, out)
     assert re.search(rf"^size\s+oracle\s+\[{NUMBER}\]\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", out, re.M), out
-    assert not re.search(r"^image_size\s+official", out, re.M)  # image sliders have no official objective here
+    # Image sliders have no official objective here, and no text target to apply.
+    assert not re.search(r"^image_size\s+(official|ideal)", out, re.M)
     # The composition runs each slider from its start (here 0.5 for all).
     # alone, together, ratio, alone + others alone, others held, ratio.
     for slider in ("size", "colour"):
@@ -165,3 +167,36 @@ def test_fidelity_verdicts_need_a_prompt_edit_that_changes_something():
     assert fraction_of(0.09, 0.3, 1 / 3) == "met" and fraction_of(0.11, 0.3, 1 / 3) == "NOT met"
     assert at_least(0.96, 0.95) == "met" and at_least(0.9, 0.95) == "NOT met"
     assert at_least(math.nan, 0.95) == "not measured"
+
+
+def test_the_ideal_slider_applies_the_target_only_from_its_start_and_only_at_non_zero_alpha():
+    # The training target applied while sampling: at α 0, or before the start, the plain sample bit for bit.
+    import numpy as np
+    import torch
+
+    from bench.fidelity import generate, parse_args, target_applied
+    from bench.fidelity_lib.sliders import SLIDERS, caption_without
+    from bench.toyworld import world
+    from bench.toyworld.model import ToyPixelDiffusion
+
+    # The committed toy model: a random one's images are saturated, and a change of ε seldom shows in them.
+    model = ToyPixelDiffusion.from_file(os.path.join(BENCH_DIR, "toyworld", "toy_t2i.safetensors"))
+    model.eval().requires_grad_(False)
+    spec = next(s for s in SLIDERS if s.name == "size")
+    attributes = [world.sample_attributes(np.random.default_rng(seed)) for seed in range(2)]
+    prompts = [caption_without(a, spec.drop) for a in attributes]
+    noise = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    for kind in ("words", "captions"):
+        args = parse_args(["--random-model", "--alphas=-3,0,3", "--steps", "4", "--training-prompts", kind])
+        base = generate(model, prompts, noise, np.zeros(1), [], args.steps, args.guidance)[:, 0] / np.float32(255)
+        grid = target_applied(model, attributes, prompts, spec, noise, args, start=0.0)
+        applied = grid.images
+        assert np.array_equal(applied[:, 1], base), kind
+        assert not np.array_equal(applied[:, 0], base) and not np.array_equal(applied[:, 2], base), kind
+        # From the last step only: the images differ less than from the first.
+        late = target_applied(model, attributes, prompts, spec, noise, args, start=0.75).images
+        assert np.array_equal(late[:, 1], base)
+        change = [np.abs(grid[:, 2] - base).mean() for grid in (applied, late)]
+        assert 0 < change[1] < change[0], (kind, change)
+        # Larger shapes at α 3 than at 0 (at −3 they shrink out of sight): the target is the size direction.
+        assert np.nanmean(grid.values["size"][:, 2]) > np.nanmean(grid.values["size"][:, 1]), kind

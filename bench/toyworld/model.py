@@ -181,14 +181,17 @@ class ToyPixelDiffusion(torch.nn.Module):
     def sample(self, prompts: list[str], steps: int = 20, guidance: float = 4.0, seed: int = 0,
                negative: str = "", noise: torch.Tensor | None = None,
                on_step: Callable[[int, int], None] | None = None,
-               switch: tuple[int, list[str]] | None = None) -> np.ndarray:
+               switch: tuple[int, list[str]] | None = None,
+               adjust: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+               ) -> np.ndarray:
         """DDIM (η=0) with classifier-free guidance → uint8 ``N×32×32×3``.
 
         ``noise`` (``N×3×32×32``) replaces the seeded draw, e.g. to give several prompts the same start.
         The UNet sees the rows as [conditional ×N, unconditional ×N]. ``on_step(i, steps)`` runs before
         each step, as the webui's sampler tells the slider engine where it is (``SliderEngine.set_step``).
         ``switch = (i, later)``: from step i on, condition on the prompts ``later`` instead (the webui's prompt
-        editing, ``[before:after:when]``)."""
+        editing, ``[before:after:when]``). ``adjust(i, x, t, eps)`` returns the guided ε the step uses instead
+        (a guidance method's own term, e.g. a slider's training target applied directly)."""
         from lib_sliders.training.schedule import ddim_step, ddim_timesteps
 
         device = self.device
@@ -208,6 +211,8 @@ class ToyPixelDiffusion(torch.nn.Module):
             tt = torch.full((len(prompts),), t, device=device, dtype=torch.long)
             eps_c, eps_u = self.apply_model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, uncond])).chunk(2)
             eps = eps_u + guidance * (eps_c - eps_u)
+            if adjust is not None:
+                eps = adjust(i, x, tt, eps)
             a_next = acp[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.tensor(1.0, device=device)
             x = ddim_step(x, eps, acp[t], a_next)
         images = ((self.decode_first_stage(x).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
