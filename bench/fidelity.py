@@ -17,6 +17,9 @@ of seeds × α with the same starting noise per seed, reads every attribute back
 * an **oracle** row: renders of the seeds' own attributes with only the attribute changed to the edit's
   high word, measured the same way: what the measurements themselves couple (a bigger shape moves the
   measured border background, a darker background the measured colour), a floor no slider can go under;
+* with ``--ideal``, the **training target applied exactly**: no slider, the text slider's target added to the guided
+  ε while sampling, what a slider that fitted it at every x would do (does the training or the target leave the
+  interference?);
 * **composition**: the text sliders all at once, each one's slope over its slope alone;
 * the trainer's **effect score** (cosine, gain) next to the measured slope;
 * the UNet calls and seconds each slider took to train, to compare schedules (``--train-steps``,
