@@ -243,7 +243,7 @@ def target_applied(model, attributes, prompts: list[str], spec: SliderSpec, nois
         (entry,) = our_prompts(spec, args)
         concepts = list(entry.preservation) or [None]
         pairs = [[(with_concept(entry.positive, p), with_concept(entry.negative, p)) for p in concepts]] * len(prompts)
-        eta = entry.guidance
+        eta = entry.guidance * (1.0 if entry.action == "enhance" else -1.0)  # the trainer's sign
     else:
         low, high = spec.edit
         pairs = [[(caption_without(a, spec.drop, high), caption_without(a, spec.drop, low))] for a in attributes]
