@@ -196,7 +196,7 @@ def test_the_ideal_slider_applies_the_target_only_from_its_start_and_only_at_non
         # From the last step only: the images differ less than from the first.
         late = target_applied(model, attributes, prompts, spec, noise, args, start=0.75).images
         assert np.array_equal(late[:, 1], base)
-        change = [np.abs(grid[:, 2] - base).mean() for grid in (applied, late)]
+        change = [np.abs(images[:, 2] - base).mean() for images in (applied, late)]
         assert 0 < change[1] < change[0], (kind, change)
         # Larger shapes at α 3 than at 0 (at −3 they shrink out of sight): the target is the size direction.
         assert np.nanmean(grid.values["size"][:, 2]) > np.nanmean(grid.values["size"][:, 1]), kind
