@@ -81,9 +81,9 @@ from bench.fidelity_lib.sliders import (  # noqa: E402
 from bench.fidelity_lib.store import read_network, write_network  # noqa: E402
 from bench.toyworld import world  # noqa: E402
 from bench.toyworld.model import ToyPixelDiffusion  # noqa: E402
-from lib_sliders.engine import ActiveSlider, SliderEngine  # noqa: E402
-from lib_sliders.lora import SliderNetwork  # noqa: E402
-from lib_sliders.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
+from lib_sliders.apply.engine import ActiveSlider, SliderEngine  # noqa: E402
+from lib_sliders.files.lora import SliderNetwork  # noqa: E402
+from lib_sliders.prompt.presets import DEFAULT_PRESET, PRESETS  # noqa: E402
 from lib_sliders.training.backend import ModelBackend  # noqa: E402
 from lib_sliders.training.config import ImagePair, TextPrompt, TrainConfig  # noqa: E402
 from lib_sliders.training.schedule import first_step_on  # noqa: E402

@@ -15,13 +15,13 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .arch import ARCH_LABELS, ARCHES
 from .errors import SliderError, SliderFileError
-from .layout import unet_layout
-from .lora import SliderNetwork
-from .metadata import KEPT_PREFIXES, prediction_type_of, slider_info
-from .presets import PRESETS, layer_kind, preset_includes
-from .slider_file import arch_label, load_slider, save_slider
+from .files.arch import ARCH_LABELS, ARCHES
+from .files.layout import unet_layout
+from .files.lora import SliderNetwork
+from .files.metadata import KEPT_PREFIXES, prediction_type_of, slider_info
+from .files.slider_file import arch_label, load_slider, save_slider
+from .prompt.presets import PRESETS, layer_kind, preset_includes
 
 EXIT_BAD_INPUT = 2
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}

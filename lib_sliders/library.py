@@ -40,11 +40,11 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import Any
 
-from .arch import arch_from_metadata
 from .errors import SliderError, SliderFileError
-from .lora import SliderNetwork
-from .metadata import slider_info
-from .slider_file import PICKLE_SUFFIXES, SUFFIXES, load_slider
+from .files.arch import arch_from_metadata
+from .files.lora import SliderNetwork
+from .files.metadata import slider_info
+from .files.slider_file import PICKLE_SUFFIXES, SUFFIXES, load_slider
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from lib_sliders.lora import LoraModule, SliderNetwork
-from lib_sliders.presets import select_layers
+from lib_sliders.files.lora import LoraModule, SliderNetwork
+from lib_sliders.prompt.presets import select_layers
 
 
 def random_lora_for(layer: torch.nn.Module, rank: int, alpha: float, generator: torch.Generator) -> LoraModule:

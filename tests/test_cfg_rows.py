@@ -5,8 +5,8 @@ import torch
 from random_sliders import random_slider
 from tiny_models import build_unet, unet_inputs
 
-from lib_sliders.cfg_rows import cfg_row_images, job_image_indices, row_alphas
-from lib_sliders.engine import ActiveSlider, SliderEngine
+from lib_sliders.apply.cfg_rows import cfg_row_images, job_image_indices, row_alphas
+from lib_sliders.apply.engine import ActiveSlider, SliderEngine
 
 
 def test_row_layout_follows_the_cfg_denoiser():

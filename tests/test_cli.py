@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from lib_sliders.cli import main
-from lib_sliders.keymap import ldm_to_diffusers
-from lib_sliders.layout import unet_layout
-from lib_sliders.lora import LoraModule, SliderNetwork
-from lib_sliders.presets import preset_includes
-from lib_sliders.slider_file import load_slider, save_slider
+from lib_sliders.files.keymap import ldm_to_diffusers
+from lib_sliders.files.layout import unet_layout
+from lib_sliders.files.lora import LoraModule, SliderNetwork
+from lib_sliders.files.slider_file import load_slider, save_slider
+from lib_sliders.prompt.presets import preset_includes
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

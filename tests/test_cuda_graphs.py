@@ -11,7 +11,7 @@ from ldm.modules.diffusionmodules.util import timestep_embedding as ldm_timestep
 from tiny_models import build_unet
 from toy_diffusion import make_toy_model
 
-from lib_sliders.engine import ActiveSlider, SliderEngine
+from lib_sliders.apply.engine import ActiveSlider, SliderEngine
 from lib_sliders.errors import SliderError
 from lib_sliders.training import cuda_graphs
 from lib_sliders.training.backend import ModelBackend

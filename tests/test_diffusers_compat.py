@@ -15,7 +15,7 @@ import torch
 from random_sliders import random_slider
 from tiny_models import TINY_CONFIGS, build_unet, randomize_, unet_inputs
 
-from lib_sliders.slider_file import save_slider
+from lib_sliders.files.slider_file import save_slider
 
 diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("peft")

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from random_sliders import random_slider
 from tiny_models import ARCHES, build_unet, unet_inputs
 
-from lib_sliders.engine import ActiveSlider, SliderEngine
+from lib_sliders.apply.engine import ActiveSlider, SliderEngine
 from lib_sliders.errors import SliderFileError
-from lib_sliders.lora import LoraModule
+from lib_sliders.files.lora import LoraModule
 
 
 def webui_updown(module: LoraModule, weight_shape) -> torch.Tensor:

@@ -1,11 +1,11 @@
-"""Infotext fields for sliders (lib_sliders.infotext): formats, webui quoting, name escaping, round trips."""
+"""Infotext fields for sliders (lib_sliders.prompt.infotext): formats, webui quoting, name escaping, round trips."""
 
 import json
 import random
 
 import pytest
 
-from lib_sliders.infotext import (
+from lib_sliders.prompt.infotext import (
     HASHES_KEY,
     SLIDERS_KEY,
     ParsedSlider,

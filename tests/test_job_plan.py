@@ -2,10 +2,10 @@
 
 import pytest
 
+from lib_sliders.apply.job_plan import ResolvedSlider, SliderRequest, plan_batch
 from lib_sliders.errors import SliderError, SliderFileError
-from lib_sliders.job_plan import ResolvedSlider, SliderRequest, plan_batch
-from lib_sliders.lora import SliderNetwork
-from lib_sliders.prompt_tags import AlphaSpec
+from lib_sliders.files.lora import SliderNetwork
+from lib_sliders.prompt.prompt_tags import AlphaSpec
 
 
 def make_resolver(default_starts=None, broken=()):

@@ -13,8 +13,8 @@ import pytest
 import torch
 from tiny_models import build_unet
 
-from lib_sliders import keymap
-from lib_sliders.layout import ARCH_IDS, text_layout, unet_layout, unet_norm_paths
+from lib_sliders.files import keymap
+from lib_sliders.files.layout import ARCH_IDS, text_layout, unet_layout, unet_norm_paths
 
 # The LDM yaml (``model.params.unet_config.params``) of each full-size model, as diffusers reads it.
 LDM_UNET_PARAMS = {

@@ -8,11 +8,11 @@ import pytest
 import torch
 from tiny_models import build_unet
 
-from lib_sliders import keymap
-from lib_sliders.arch import ARCH_LABELS, ARCHES, arch_from_metadata, detect_arch, detect_model_arch
-from lib_sliders.layout import ModuleShape, text_layout, unet_layout, unet_norm_paths
-from lib_sliders.lora import LoraModule
-from lib_sliders.presets import preset_includes, select_layers
+from lib_sliders.files import keymap
+from lib_sliders.files.arch import ARCH_LABELS, ARCHES, arch_from_metadata, detect_arch, detect_model_arch
+from lib_sliders.files.layout import ModuleShape, text_layout, unet_layout, unet_norm_paths
+from lib_sliders.files.lora import LoraModule
+from lib_sliders.prompt.presets import preset_includes, select_layers
 
 NORMS = (torch.nn.GroupNorm, torch.nn.LayerNorm)
 

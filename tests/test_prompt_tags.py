@@ -1,4 +1,4 @@
-"""The ``<slider:…>`` prompt syntax (lib_sliders.prompt_tags): forms, errors, per-image α, round trips."""
+"""The ``<slider:…>`` prompt syntax (lib_sliders.prompt.prompt_tags): forms, errors, per-image α, round trips."""
 
 import random
 import re
@@ -6,7 +6,7 @@ import re
 import pytest
 
 from lib_sliders.errors import SliderError
-from lib_sliders.prompt_tags import (
+from lib_sliders.prompt.prompt_tags import (
     RE_EXTRA_NET,
     AlphaSpec,
     SliderTag,

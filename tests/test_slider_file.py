@@ -15,12 +15,13 @@ from random_sliders import random_slider
 from safetensors import safe_open
 from tiny_models import ARCHES, build_unet
 
-from lib_sliders import __version__, slider_file
+from lib_sliders import __version__
 from lib_sliders.errors import SliderFileError
-from lib_sliders.keymap import ldm_to_diffusers
-from lib_sliders.lora import LoraModule, SliderNetwork
-from lib_sliders.metadata import slider_info
-from lib_sliders.slider_file import check_compatible, load_slider, save_slider
+from lib_sliders.files import slider_file
+from lib_sliders.files.keymap import ldm_to_diffusers
+from lib_sliders.files.lora import LoraModule, SliderNetwork
+from lib_sliders.files.metadata import slider_info
+from lib_sliders.files.slider_file import check_compatible, load_slider, save_slider
 
 
 @functools.cache

@@ -11,7 +11,7 @@ import torch
 from image_pairs import write_pairs
 from toy_diffusion import make_toy_model
 
-from lib_sliders.slider_file import load_slider
+from lib_sliders.files.slider_file import load_slider
 from lib_sliders.training.backend import ModelBackend
 from lib_sliders.training.config import TextPrompt, TrainConfig
 from lib_sliders.training.start_estimate import STEPS, estimate_start, probe_rows, recommended_start

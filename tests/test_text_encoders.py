@@ -7,9 +7,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from lib_sliders.engine import ActiveSlider, SliderEngine
-from lib_sliders.lora import LoraModule, SliderNetwork
-from lib_sliders.text_targets import text_layer_index
+from lib_sliders.apply.engine import ActiveSlider, SliderEngine
+from lib_sliders.apply.text_targets import text_layer_index
+from lib_sliders.files.lora import LoraModule, SliderNetwork
 
 WIDTH, LAYERS = 32, 2
 HF_CHILDREN = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")

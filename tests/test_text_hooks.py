@@ -8,8 +8,8 @@ import torch
 from test_text_encoders import HF_CHILDREN, LAYERS, WIDTH, hf_clip
 from torch import nn
 
-from lib_sliders.engine import ActiveSlider, SliderEngine
-from lib_sliders.lora import LoraModule, SliderNetwork
+from lib_sliders.apply.engine import ActiveSlider, SliderEngine
+from lib_sliders.files.lora import LoraModule, SliderNetwork
 
 
 class Block(nn.Module):

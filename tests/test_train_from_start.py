@@ -12,7 +12,7 @@ import torch
 from image_pairs import write_pairs
 from toy_diffusion import make_toy_model
 
-from lib_sliders.engine import ActiveSlider
+from lib_sliders.apply.engine import ActiveSlider
 from lib_sliders.training.backend import ModelBackend
 from lib_sliders.training.config import TextPrompt, TrainConfig
 from lib_sliders.training.image_objective import ImageObjective

@@ -13,7 +13,7 @@ from image_pairs import write_pairs
 from PIL import Image
 from toy_diffusion import make_toy_model
 
-from lib_sliders.slider_file import load_slider
+from lib_sliders.files.slider_file import load_slider
 from lib_sliders.training.backend import ModelBackend, resolution_step
 from lib_sliders.training.config import ConfigError, ImagePair, TextPrompt, TrainConfig
 from lib_sliders.training.trainer import SliderTrainer, save_trained_slider, training_metadata

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from lib_sliders.errors import SliderError
-from lib_sliders.presets import PRESETS
+from lib_sliders.prompt.presets import PRESETS
 from lib_sliders.training import config as config_module
 from lib_sliders.training.config import (
     ConfigError,

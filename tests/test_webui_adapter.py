@@ -12,7 +12,7 @@ import pytest
 import torch
 from webui_double.conftest_helpers import SEED, assert_model_untouched, close, make_model, snapshot, webui_env
 
-from lib_sliders.infotext import HASHES_KEY, SLIDERS_KEY, parse_hashes, parse_sliders
+from lib_sliders.prompt.infotext import HASHES_KEY, SLIDERS_KEY, parse_hashes, parse_sliders
 
 pytestmark = pytest.mark.filterwarnings("ignore:Please use `import python_multipart`:PendingDeprecationWarning")
 

@@ -5,9 +5,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from lib_sliders.infotext import SLIDERS_KEY, format_sliders
-from lib_sliders.job_plan import SliderRequest
-from lib_sliders.prompt_tags import AlphaSpec
+from lib_sliders.apply.job_plan import SliderRequest
+from lib_sliders.prompt.infotext import SLIDERS_KEY, format_sliders
+from lib_sliders.prompt.prompt_tags import AlphaSpec
 from lib_sliders.webui.args import EMPTY_ARGS, parse_args
 from lib_sliders.webui.overrides import apply_overrides
 from lib_sliders.webui.ui_state import NO_SLIDER, alpha_limits, compose_state, rows_from_infotext

@@ -21,7 +21,7 @@ import pytest
 import torch
 from webui_double.conftest_helpers import REPO_ROOT, assert_model_untouched, webui_env
 
-from lib_sliders.slider_file import load_slider
+from lib_sliders.files.slider_file import load_slider
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Please use `import python_multipart`:PendingDeprecationWarning"),

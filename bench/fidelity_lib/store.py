@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from lib_sliders.lora import LoraModule, SliderNetwork
+from lib_sliders.files.lora import LoraModule, SliderNetwork
 from lib_sliders.training.effect import EffectScore
 
 

@@ -19,7 +19,7 @@ from dataclasses import MISSING, dataclass, field
 from typing import Any
 
 from ..errors import SliderError
-from ..presets import DEFAULT_PRESET, PRESETS
+from ..prompt.presets import DEFAULT_PRESET, PRESETS
 
 MODES = ("text", "image")
 ACTIONS = ("enhance", "erase")

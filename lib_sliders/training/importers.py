@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from ..errors import SliderError
-from ..presets import DEFAULT_PRESET
+from ..prompt.presets import DEFAULT_PRESET
 from .config import ConfigError, TextPrompt, TrainConfig, sanitize_name
 
 _PRECISIONS = {

@@ -22,13 +22,13 @@ import safetensors.torch
 import torch
 
 from .. import __version__
-from ..arch import detect_model_arch
-from ..engine import ActiveSlider, SliderEngine
+from ..apply.engine import ActiveSlider, SliderEngine
+from ..apply.weight_merge import Contribution, WeightMerger
 from ..errors import SliderError
-from ..lora import LoraModule, SliderNetwork
-from ..presets import select_layers
-from ..slider_file import save_slider
-from ..weight_merge import Contribution, WeightMerger
+from ..files.arch import detect_model_arch
+from ..files.lora import LoraModule, SliderNetwork
+from ..files.slider_file import save_slider
+from ..prompt.presets import select_layers
 from .backend import DiffusionBackend, resolution_step, to_device
 from .checkpointing import gradient_checkpointing
 from .config import ConfigError

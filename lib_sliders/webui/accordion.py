@@ -13,7 +13,7 @@ import gradio as gr
 from modules.ui_common import refresh_symbol
 from modules.ui_components import FormRow, InputAccordion, ToolButton
 
-from ..infotext import SLIDERS_KEY
+from ..prompt.infotext import SLIDERS_KEY
 from .args import EMPTY_ARGS
 from .ui_state import NO_SLIDER, alpha_limits, compose_state, rows_from_infotext
 

@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..job_plan import SliderRequest
-from ..prompt_tags import NAMED_ARGS, AlphaSpec, TagError, parse_alpha, parse_number
+from ..apply.job_plan import SliderRequest
+from ..prompt.prompt_tags import NAMED_ARGS, AlphaSpec, TagError, parse_alpha, parse_number
 
 EMPTY_ARGS: dict[str, Any] = {"enabled": False, "sliders": []}
 

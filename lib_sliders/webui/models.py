@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..text_targets import text_layer_index
+from ..apply.text_targets import text_layer_index
 
 
 def model_arch(sd_model) -> str | None:

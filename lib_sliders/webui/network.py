@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from modules import extra_networks
 
-from ..prompt_tags import NETWORK_NAME
+from ..prompt.prompt_tags import NETWORK_NAME
 from .runtime import SlidersRuntime
 
 

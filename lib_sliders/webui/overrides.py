@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from ..job_plan import SliderRequest
-from ..prompt_tags import NETWORK_NAME, RE_EXTRA_NET, AlphaSpec, TagError, format_tag, parse_slider_args
+from ..apply.job_plan import SliderRequest
+from ..prompt.prompt_tags import NETWORK_NAME, RE_EXTRA_NET, AlphaSpec, TagError, format_tag, parse_slider_args
 
 SameSlider = Callable[[str, str], bool]
 

@@ -15,9 +15,9 @@ import os
 import gradio as gr
 from modules import shared, ui_extra_networks, ui_extra_networks_user_metadata
 
+from ..files.metadata import DEFAULT_ALPHA_RANGE
 from ..library import SliderLibrary
-from ..metadata import DEFAULT_ALPHA_RANGE
-from ..prompt_tags import format_number
+from ..prompt.prompt_tags import format_number
 from .user_metadata import ALPHA_RANGE_KEY, DEFAULT_START_KEY, merged_info
 
 

@@ -19,14 +19,14 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..cfg_rows import cfg_row_images, job_image_indices
-from ..engine import ActiveSlider, SliderEngine
+from ..apply.cfg_rows import cfg_row_images, job_image_indices
+from ..apply.engine import ActiveSlider, SliderEngine
+from ..apply.job_plan import BatchPlan, ResolvedSlider, SliderRequest, plan_batch
 from ..errors import SliderError, SliderFileError
-from ..infotext import HASHES_KEY, SLIDERS_KEY, format_hashes, format_sliders
-from ..job_plan import BatchPlan, ResolvedSlider, SliderRequest, plan_batch
+from ..files.metadata import slider_info
+from ..files.slider_file import check_compatible
 from ..library import SliderLibrary
-from ..metadata import slider_info
-from ..slider_file import check_compatible
+from ..prompt.infotext import HASHES_KEY, SLIDERS_KEY, format_hashes, format_sliders
 from .models import model_arch, text_encoders_of, unet_of
 
 logger = logging.getLogger("concept_sliders")

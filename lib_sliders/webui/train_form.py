@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SliderError
-from ..presets import PRESETS
-from ..prompt_tags import format_number
+from ..prompt.presets import PRESETS
+from ..prompt.prompt_tags import format_number
 from ..training.config import ACTIONS, DEFAULT_LR, PRECISIONS, ImagePair, TextPrompt, TrainConfig, name_problem
 from ..training.pairs import IMAGE_SUFFIXES, match_pairs
 from .train_jobs import STATE_FOLDER, SubmitError, TrainJob, TrainOptions

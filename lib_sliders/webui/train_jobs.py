@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SliderError
-from ..lora import SliderNetwork
+from ..files.lora import SliderNetwork
 from ..training.config import ConfigError, TrainConfig
 from ..training.trainer import SliderTrainer, TrainProgress, TrainResult, save_trained_slider
 

@@ -16,7 +16,7 @@ import sys
 from modules import devices, lowvram, processing, prompt_parser, sd_hijack, shared
 
 from ..errors import SliderError
-from ..prompt_tags import format_number
+from ..prompt.prompt_tags import format_number
 from ..training.backend import ModelBackend
 from .models import model_arch
 from .train_jobs import TrainingHost, TrainJob

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..infotext import SLIDERS_KEY, parse_sliders
-from ..prompt_tags import format_number
+from ..prompt.infotext import SLIDERS_KEY, parse_sliders
+from ..prompt.prompt_tags import format_number
 
 NO_SLIDER = "None"
 

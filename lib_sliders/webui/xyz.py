@@ -16,7 +16,7 @@ import logging
 
 from modules import scripts
 
-from ..prompt_tags import parse_number
+from ..prompt.prompt_tags import parse_number
 
 logger = logging.getLogger("concept_sliders")
 LABEL_PREFIX = "[Sliders] "

@@ -21,10 +21,10 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from lib_sliders.layout import ModuleShape, text_layout, unet_layout
-from lib_sliders.lora import LoraModule, SliderNetwork
-from lib_sliders.presets import preset_includes
-from lib_sliders.slider_file import save_slider
+from lib_sliders.files.layout import ModuleShape, text_layout, unet_layout
+from lib_sliders.files.lora import LoraModule, SliderNetwork
+from lib_sliders.files.slider_file import save_slider
+from lib_sliders.prompt.presets import preset_includes
 
 
 def random_module(shape: ModuleShape, rank: int, generator: torch.Generator, gain: float) -> LoraModule:

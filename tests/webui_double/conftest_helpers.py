@@ -147,8 +147,8 @@ def make_model(seed: int = 0):
 def write_sliders(model, sliders_dir: str) -> None:
     from random_sliders import random_lora_for, random_slider
 
-    from lib_sliders.lora import LoraModule, SliderNetwork
-    from lib_sliders.slider_file import save_slider
+    from lib_sliders.files.lora import LoraModule, SliderNetwork
+    from lib_sliders.files.slider_file import save_slider
 
     unet = model.model.diffusion_model
     for name, seed in (("age", 1), ("smile", 2)):

@@ -25,8 +25,8 @@ import safetensors.torch
 import torch
 from safetensors import safe_open
 
+from ..errors import SliderFileError
 from .arch import ARCH_LABELS, ARCHES, detect_arch
-from .errors import SliderFileError
 from .keymap import (
     TEXT_PREFIXES,
     UNET_PREFIX,

@@ -24,7 +24,7 @@ import re
 
 import torch
 
-from .errors import SliderError
+from ..errors import SliderError
 
 PRESETS = ("noxattn", "innoxattn", "selfattn", "xattn", "xattn-strict", "full")
 DEFAULT_PRESET = "noxattn"

@@ -33,7 +33,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from .errors import SliderError
+from ..errors import SliderError
 
 NETWORK_NAME = "slider"
 NAMED_ARGS = ("start", "stop", "te", "unet")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .lora import LoraModule
+from ..files.lora import LoraModule
 
 
 @dataclass(frozen=True)

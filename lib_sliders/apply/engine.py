@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import SliderFileError
+from ..errors import SliderFileError
+from ..files.lora import LoraModule, SliderNetwork
 from .layer_delta import LayerDelta
-from .lora import LoraModule, SliderNetwork
 from .text_hooks import TextHooks
 from .text_targets import text_layer_index
 from .weight_merge import Contribution, WeightMerger

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..files.lora import LoraModule
 from .layer_delta import LayerDelta
-from .lora import LoraModule
 from .text_targets import text_layer_index
 
 _MHA_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights",

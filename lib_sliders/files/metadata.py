@@ -27,7 +27,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from . import __version__
+from .. import __version__
 from .lora import LoraModule, SliderNetwork
 
 DEFAULT_ALPHA_RANGE = (-3.0, 3.0)

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .errors import SliderError
-from .lora import SliderNetwork
-from .prompt_tags import AlphaSpec, SliderTag, TagError, find_slider_tags, resolve_fraction
+from ..errors import SliderError
+from ..files.lora import SliderNetwork
+from ..prompt.prompt_tags import AlphaSpec, SliderTag, TagError, find_slider_tags, resolve_fraction
 
 DEFAULT_ALPHA = 1.0
 

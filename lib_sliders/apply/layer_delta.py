@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .lora import LoraModule
+from ..files.lora import LoraModule
 
 
 def _in_layer_shape(module: LoraModule, layer: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
