@@ -21,11 +21,10 @@ import time
 
 import torch
 
-sys.path[:0] = [os.path.join(os.path.dirname(__file__), ".."), os.path.join(os.path.dirname(__file__), "..", "tests")]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # the repo root: bench.common, lib_sliders
 
-from random_sliders import random_slider  # noqa: E402
-from tiny_models import FULL_CONFIGS, TINY_CONFIGS, build_unet  # noqa: E402
-
+from bench.common.random_sliders import random_slider  # noqa: E402
+from bench.common.tiny_models import FULL_CONFIGS, TINY_CONFIGS, build_unet  # noqa: E402
 from lib_sliders.apply.engine import ActiveSlider, SliderEngine  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

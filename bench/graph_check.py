@@ -31,10 +31,9 @@ import sys
 
 import torch
 
-sys.path[:0] = [os.path.dirname(__file__), os.path.join(os.path.dirname(__file__), "..")]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # the repo root
 
-from train_speed import DTYPES, build_model, use_sdpa  # noqa: E402
-
+from bench.train_speed import DTYPES, build_model, use_sdpa  # noqa: E402
 from lib_sliders.training.backend import ModelBackend  # noqa: E402
 from lib_sliders.training.cuda_graphs import REPLAY_TOLERANCE, GraphedCalls, relative_error  # noqa: E402
 

@@ -9,7 +9,7 @@ an H100 (``shared/reference/official-sliders.md``, "Measured speed of the offici
 Models (random weights, real architectures, same FLOPs as the real ones):
 
 * ``sd15``: the full-size SD1.5 ldm UNet + a CLIP ViT-L/14-sized text model (transformers
-  ``CLIPTextModel``), inside ``tests/toy_diffusion.ToyLatentDiffusion`` (the webui's ``LatentDiffusion``);
+  ``CLIPTextModel``), inside ``bench/common/toy_diffusion.ToyLatentDiffusion`` (the webui's ``LatentDiffusion``);
 * ``sdxl``: the full-size SDXL UNet + CLIP-L and an OpenCLIP bigG-sized text model (penultimate hidden
   states → crossattn 2048; bigG's pooled projection + size embeddings → vector 2816), inside
   ``ToyDiffusionEngine`` (the webui-extended sgm ``DiffusionEngine``).
@@ -27,7 +27,7 @@ cheaper schedules ``bench/fidelity.py`` compares; the speed-up column is only gi
 The first iteration or two are not timed (warm-up); the end-of-run effect score (a fixed cost per run, not per iteration) is
 skipped. Attention runs through PyTorch SDPA by default, as with the webui's SDP optimisation and the
 official measurement (``--attention default`` keeps ldm's own einsum attention in the SD1.5 UNet; the sgm
-UNet of ``tests/tiny_models`` uses SDPA either way).
+UNet of ``bench/common/tiny_models`` uses SDPA either way).
 
     python bench/train_speed.py                                          # CPU: tiny models, 64 px
     python bench/train_speed.py --device cuda                            # full size, 512 px, bf16
@@ -52,10 +52,10 @@ import zlib
 
 import torch
 
-sys.path[:0] = [os.path.join(os.path.dirname(__file__), ".."), os.path.join(os.path.dirname(__file__), "..", "tests")]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # the repo root: bench.common, lib_sliders
 
-from tiny_models import build_unet  # noqa: E402
-from toy_diffusion import (  # noqa: E402
+from bench.common.tiny_models import build_unet  # noqa: E402
+from bench.common.toy_diffusion import (  # noqa: E402
     ToyConditioner,
     ToyDiffusionEngine,
     ToyLatentDiffusion,
@@ -63,7 +63,6 @@ from toy_diffusion import (  # noqa: E402
     make_toy_model,
     split_words,
 )
-
 from lib_sliders.training.backend import ModelBackend  # noqa: E402
 from lib_sliders.training.config import TextPrompt, TrainConfig  # noqa: E402
 from lib_sliders.training.text_objective import TextObjective  # noqa: E402

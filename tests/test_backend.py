@@ -1,12 +1,12 @@
-"""ModelBackend over the webui-shaped doubles of tests/toy_diffusion.py (SD1, SD2 eps/v, SDXL)."""
+"""ModelBackend over the webui-shaped doubles of bench/common/toy_diffusion.py (SD1, SD2 eps/v, SDXL)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import TINY_CONFIGS
-from toy_diffusion import ToyDiffusionEngine, ToyLatentDiffusion, make_toy_model, word_bucket
 
+from bench.common.tiny_models import TINY_CONFIGS
+from bench.common.toy_diffusion import ToyDiffusionEngine, ToyLatentDiffusion, make_toy_model, word_bucket
 from lib_sliders.training.backend import ModelBackend, cat_cond, select_cond, v_to_eps
 
 PROMPTS = ["person, very old", "person, very young"]

@@ -2,9 +2,9 @@
 exactly what it gets when generated alone, AND prompts and skipped uncond rows included."""
 
 import torch
-from random_sliders import random_slider
-from tiny_models import build_unet, unet_inputs
 
+from bench.common.random_sliders import random_slider
+from bench.common.tiny_models import build_unet, unet_inputs
 from lib_sliders.apply.cfg_rows import cfg_row_images, job_image_indices, row_alphas
 from lib_sliders.apply.engine import ActiveSlider, SliderEngine
 

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 import torch
-from toy_diffusion import make_toy_model
 
+from bench.common.toy_diffusion import make_toy_model
 from lib_sliders.training.backend import ModelBackend, resolution_step
 from lib_sliders.training.checkpointing import checkpointed_layers, gradient_checkpointing
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from ldm.modules.diffusionmodules.util import timestep_embedding as ldm_timestep_embedding
-from tiny_models import build_unet
-from toy_diffusion import make_toy_model
 
+from bench.common.tiny_models import build_unet
+from bench.common.toy_diffusion import make_toy_model
 from lib_sliders.apply.engine import ActiveSlider, SliderEngine
 from lib_sliders.errors import SliderError
 from lib_sliders.training import cuda_graphs

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 
 import pytest
-import tiny_models
 import torch
-from random_sliders import random_slider
-from tiny_models import TINY_CONFIGS, build_unet, randomize_, unet_inputs
 
+from bench.common import tiny_models
+from bench.common.random_sliders import random_slider
+from bench.common.tiny_models import TINY_CONFIGS, build_unet, randomize_, unet_inputs
 from lib_sliders.files.slider_file import save_slider
 
 diffusers = pytest.importorskip("diffusers")

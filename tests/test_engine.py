@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from random_sliders import random_slider
-from tiny_models import ARCHES, build_unet, unet_inputs
 
+from bench.common.random_sliders import random_slider
+from bench.common.tiny_models import ARCHES, build_unet, unet_inputs
 from lib_sliders.apply.engine import ActiveSlider, SliderEngine
 from lib_sliders.errors import SliderFileError
 from lib_sliders.files.lora import LoraModule

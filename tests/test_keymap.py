@@ -11,8 +11,8 @@ import types
 
 import pytest
 import torch
-from tiny_models import build_unet
 
+from bench.common.tiny_models import build_unet
 from lib_sliders.files import keymap
 from lib_sliders.files.layout import ARCH_IDS, text_layout, unet_layout, unet_norm_paths
 

@@ -6,8 +6,8 @@ import functools
 
 import pytest
 import torch
-from tiny_models import build_unet
 
+from bench.common.tiny_models import build_unet
 from lib_sliders.files import keymap
 from lib_sliders.files.arch import ARCH_LABELS, ARCHES, arch_from_metadata, detect_arch, detect_model_arch
 from lib_sliders.files.layout import ModuleShape, text_layout, unet_layout, unet_norm_paths

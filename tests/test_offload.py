@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from toy_diffusion import make_toy_model
 
+from bench.common.toy_diffusion import make_toy_model
 from lib_sliders.training.backend import ModelBackend
 from lib_sliders.training.config import TextPrompt, TrainConfig
 from lib_sliders.training.offload import modules_on_cpu

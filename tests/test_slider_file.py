@@ -11,10 +11,10 @@ import os
 import pytest
 import safetensors.torch
 import torch
-from random_sliders import random_slider
 from safetensors import safe_open
-from tiny_models import ARCHES, build_unet
 
+from bench.common.random_sliders import random_slider
+from bench.common.tiny_models import ARCHES, build_unet
 from lib_sliders import __version__
 from lib_sliders.errors import SliderFileError
 from lib_sliders.files import slider_file

@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 import torch
 from image_pairs import write_pairs
-from toy_diffusion import make_toy_model
 
+from bench.common.toy_diffusion import make_toy_model
 from lib_sliders.files.slider_file import load_slider
 from lib_sliders.training.backend import ModelBackend
 from lib_sliders.training.config import TextPrompt, TrainConfig

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from toy_diffusion import linear_alphas_cumprod
 
+from bench.common.toy_diffusion import linear_alphas_cumprod
 from bench.toyworld import world
 from bench.toyworld.model import ToyPixelDiffusion
 from bench.toyworld.tokenizer import build_clip_tokenizer

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 import pytest
 
-BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
-if BENCH_DIR not in sys.path:
-    sys.path.insert(0, BENCH_DIR)
-
-from toyworld import world  # noqa: E402
-from toyworld.world import Attributes, measure, render  # noqa: E402
+from bench.toyworld import world
+from bench.toyworld.world import Attributes, measure, render
 
 
 def hue_error(a: float, b: float) -> float:

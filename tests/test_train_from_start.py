@@ -10,8 +10,8 @@ import safetensors
 import safetensors.torch
 import torch
 from image_pairs import write_pairs
-from toy_diffusion import make_toy_model
 
+from bench.common.toy_diffusion import make_toy_model
 from lib_sliders.apply.engine import ActiveSlider
 from lib_sliders.training.backend import ModelBackend
 from lib_sliders.training.config import TextPrompt, TrainConfig

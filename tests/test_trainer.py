@@ -11,8 +11,8 @@ import safetensors.torch
 import torch
 from image_pairs import write_pairs
 from PIL import Image
-from toy_diffusion import make_toy_model
 
+from bench.common.toy_diffusion import make_toy_model
 from lib_sliders.files.slider_file import load_slider
 from lib_sliders.training.backend import ModelBackend, resolution_step
 from lib_sliders.training.config import ConfigError, ImagePair, TextPrompt, TrainConfig

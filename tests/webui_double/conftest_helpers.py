@@ -98,7 +98,7 @@ class ClipEmbedderDouble(torch.nn.Module):
 
     def __init__(self, width: int):
         super().__init__()
-        from toy_diffusion import MAX_LENGTH, VOCAB_BUCKETS
+        from bench.common.toy_diffusion import MAX_LENGTH, VOCAB_BUCKETS
 
         text_model = torch.nn.Module()
         text_model.embeddings = torch.nn.Module()
@@ -113,7 +113,7 @@ class ClipEmbedderDouble(torch.nn.Module):
         self.bos, self.eos, self.length = VOCAB_BUCKETS, VOCAB_BUCKETS + 1, MAX_LENGTH
 
     def forward(self, prompts) -> torch.Tensor:
-        from toy_diffusion import split_words, word_bucket
+        from bench.common.toy_diffusion import split_words, word_bucket
 
         ids = torch.full((len(prompts), self.length), self.eos, dtype=torch.long)
         ids[:, 0] = self.bos
@@ -128,7 +128,7 @@ class ClipEmbedderDouble(torch.nn.Module):
 
 
 def make_model(seed: int = 0):
-    from toy_diffusion import TINY_CONFIGS, make_toy_model
+    from bench.common.toy_diffusion import TINY_CONFIGS, make_toy_model
 
     model = make_toy_model("sd1", seed=seed)
     with torch.random.fork_rng(devices=[]):
@@ -145,8 +145,7 @@ def make_model(seed: int = 0):
 
 
 def write_sliders(model, sliders_dir: str) -> None:
-    from random_sliders import random_lora_for, random_slider
-
+    from bench.common.random_sliders import random_lora_for, random_slider
     from lib_sliders.files.lora import LoraModule, SliderNetwork
     from lib_sliders.files.slider_file import save_slider
 

@@ -29,7 +29,8 @@ import torch
 from ldm.modules.diffusionmodules.model import Decoder, Encoder
 from ldm.modules.diffusionmodules.util import extract_into_tensor, make_beta_schedule, timestep_embedding
 from ldm.modules.distributions.distributions import DiagonalGaussianDistribution
-from tiny_models import TINY_CONFIGS, build_unet
+
+from bench.common.tiny_models import TINY_CONFIGS, build_unet
 
 MAX_LENGTH = 77  # CLIP's context: BOS + 75 tokens + EOS
 VOCAB_BUCKETS = 4096
