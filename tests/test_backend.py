@@ -7,7 +7,7 @@ import torch
 
 from bench.common.tiny_models import TINY_CONFIGS
 from bench.common.toy_diffusion import ToyDiffusionEngine, ToyLatentDiffusion, make_toy_model, word_bucket
-from lib_sliders.training.backend import ModelBackend, cat_cond, select_cond, v_to_eps
+from lib_sliders.training.backend import ModelBackend, select_cond, v_to_eps
 
 PROMPTS = ["person, very old", "person, very young"]
 _MODELS: dict[tuple[str, str], torch.nn.Module] = {}
@@ -139,21 +139,19 @@ def test_predict_eps_keeps_the_graph():
 # ---------------------------------------------------------------------------------------- conditionings
 
 
-def test_cat_and_select_cond_tensors():
+def test_select_cond_tensors():
     a, b = torch.randn(2, 77, 8), torch.randn(1, 77, 8)
-    joined = cat_cond([a, b])
+    joined = torch.cat([a, b])
     assert torch.equal(joined, torch.cat([a, b]))
     assert torch.equal(select_cond(joined, [2, 0, 0]), torch.stack([b[0], a[0], a[0]]))
     assert torch.equal(select_cond(joined, torch.tensor([1])), a[1:2])
 
 
-def test_cat_and_select_cond_dicts():
+def test_select_cond_dicts():
     backend = ModelBackend(toy("sdxl"))
     first, second = backend.encode_prompts(PROMPTS[:1]), backend.encode_prompts(PROMPTS[1:])
-    joined = cat_cond([first, second])
+    joined = {key: torch.cat([first[key], second[key]]) for key in first}
     assert set(joined) == {"crossattn", "vector"}
-    for key in joined:
-        assert torch.equal(joined[key], torch.cat([first[key], second[key]]))
     picked = select_cond(joined, [1, 1, 0])
     for key in joined:
         assert torch.equal(picked[key], torch.cat([second[key], second[key], first[key]]))

@@ -5,9 +5,13 @@ import torch
 
 from bench.common.random_sliders import random_slider
 from bench.common.tiny_models import build_unet, unet_inputs
-from lib_sliders.apply.cfg_rows import cfg_row_images, job_image_indices, row_alphas
+from lib_sliders.apply.cfg_rows import cfg_row_images, job_image_indices
 from lib_sliders.apply.engine import ActiveSlider, SliderEngine
 
+
+def row_alphas(image_alphas, row_images):
+    """Per-row α from per-image α and the row → image map (what the webui runtime builds for the engine)."""
+    return [float(image_alphas[image]) for image in row_images]
 
 def test_row_layout_follows_the_cfg_denoiser():
     assert cfg_row_images([1, 1, 1]) == [0, 1, 2, 0, 1, 2]

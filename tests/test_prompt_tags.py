@@ -17,7 +17,6 @@ from lib_sliders.prompt.prompt_tags import (
     parse_number,
     parse_slider_args,
     resolve_fraction,
-    strip_slider_tags,
 )
 
 
@@ -204,7 +203,7 @@ def test_window_defaults():
         parse("<slider:age:1:start=25>").window(20)
 
 
-# --- finding / stripping in prompts --------------------------------------------------------------
+# --- finding in prompts --------- --------------------------------------------------------------
 
 
 def test_find_among_other_networks():
@@ -213,7 +212,6 @@ def test_find_among_other_networks():
     assert [t.name for t in tags] == ["age", "smile"]
     assert tags[0].alpha == AlphaSpec("value", (-2.0,))
     assert tags[1].text == "<slider:smile:1..3:start=0.3>"
-    assert strip_slider_tags(prompt) == "a photo <lora:x:1>,  smiling <hypernet:h:0.5>"
 
 
 def test_find_keeps_errors_in_place():
@@ -225,15 +223,13 @@ def test_find_keeps_errors_in_place():
 def test_find_in_and_prompts():
     prompt = "a man <slider:age:2> AND a dog <slider:fur:-1> :0.5"
     assert [(t.name, t.alpha.values) for t in find_slider_tags(prompt)] == [("age", (2.0,)), ("fur", (-1.0,))]
-    assert strip_slider_tags(prompt) == "a man  AND a dog  :0.5"
 
 
 def test_find_follows_webui_regex():
     assert find_slider_tags("<Slider:age:1> <sliders:age:1> <slider age:1> <slider:>") == []
     # The webui sees one lora tag here (its args run to the first '>'), so no slider tag either.
     assert find_slider_tags("<lora:x<slider:age:1>") == []
-    assert strip_slider_tags("<lora:x<slider:age:1>") == "<lora:x<slider:age:1>"
-    assert find_slider_tags("plain prompt") == [] and strip_slider_tags("plain prompt") == "plain prompt"
+    assert find_slider_tags("plain prompt") == []
     assert [t.name for t in find_slider_tags("<alias:age:1>", network="alias")] == ["age"]
 
 
@@ -318,4 +314,3 @@ def test_format_parse_round_trip(seed):
             unet,
             text,
         )
-        assert strip_slider_tags(f"a{text}b") == "ab"

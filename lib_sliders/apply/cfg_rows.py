@@ -24,6 +24,3 @@ def job_image_indices(batch_number: int, batch_size: int) -> list[int]:
     return [batch_number * batch_size + i for i in range(batch_size)]
 
 
-def row_alphas(image_alphas: Sequence[float], row_images: Sequence[int]) -> list[float]:
-    """Per-row α from per-image α and the row → image map."""
-    return [float(image_alphas[image]) for image in row_images]

@@ -212,29 +212,6 @@ def path_to_text_file_key(index: int, path: str, arch: str) -> str:
     return prefix + "text_model_" + _check_text_path(path, path).replace(".", "_")
 
 
-_OPEN_CLIP = {
-    "self_attn.q_proj": ("attn", 0),
-    "self_attn.k_proj": ("attn", 1),
-    "self_attn.v_proj": ("attn", 2),
-    "self_attn.out_proj": ("attn.out_proj", None),
-    "mlp.fc1": ("mlp.c_fc", None),
-    "mlp.fc2": ("mlp.c_proj", None),
-}
-
-
-def hf_to_open_clip(path: str) -> tuple[str, int | None]:
-    """Where an HF-CLIP layer lives in OpenCLIP's module tree (SD2's encoder, SDXL's second one).
-
-    q/k/v are one ``nn.MultiheadAttention`` there: the result is ``(".../attn", i)`` meaning rows
-    ``i*d:(i+1)*d`` of its ``in_proj_weight``; the other layers are whole Linears (``i`` is None).
-    """
-    match = _TEXT_PATH.fullmatch(path)
-    if not match:
-        raise KeyError(f"{path!r} is not a text-encoder attention/MLP layer")
-    module, part = _OPEN_CLIP[match.group(2)]
-    return f"transformer.resblocks.{match.group(1)}.{module}", part
-
-
 def split_file_key(key: str) -> tuple[str, str]:
     """``lora_unet_x.lora_down.weight`` → ``("lora_unet_x", "lora_down.weight")`` (module names have no dots)."""
     module, dot, param = key.partition(".")

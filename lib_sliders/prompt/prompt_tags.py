@@ -238,11 +238,6 @@ def find_slider_tags(prompt: str, network: str = NETWORK_NAME) -> list[SliderTag
     return found
 
 
-def strip_slider_tags(prompt: str, network: str = NETWORK_NAME) -> str:
-    """``prompt`` without its slider tags; other networks' tags (``<lora:x:1>``) stay untouched."""
-    return RE_EXTRA_NET.sub(lambda m: "" if m.group(1) == network else m.group(0), prompt)
-
-
 def format_tag(
     name: str,
     alpha: float | AlphaSpec | None = None,

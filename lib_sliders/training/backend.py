@@ -43,13 +43,6 @@ def resolution_step(backend: DiffusionBackend) -> int:
     return int(getattr(backend, "latent_scale", 8)) * 2 ** (levels - 1)
 
 
-def cat_cond(conds: list[Conditioning]) -> Conditioning:
-    """Concatenate conditionings along the batch axis (tensors, or dicts of tensors key by key)."""
-    if isinstance(conds[0], dict):
-        return {key: torch.cat([c[key] for c in conds]) for key in conds[0]}
-    return torch.cat(conds)
-
-
 def select_cond(cond: Conditioning, index: torch.Tensor | list[int]) -> Conditioning:
     """Rows ``index`` of a conditioning (repeats allowed)."""
     index = torch.as_tensor(index, dtype=torch.long)
