@@ -29,8 +29,16 @@ skipped. Attention runs through PyTorch SDPA by default, as with the webui's SDP
 official measurement (``--attention default`` keeps ldm's own einsum attention in the SD1.5 UNet; the sgm
 UNet of ``bench/common/tiny_models`` uses SDPA either way).
 
+``--official`` also runs the official loop, re-created in ``bench/official_loop.py`` (its own LoRA, DDIM sampler,
+CFG, bf16 without autocast, ``empty_cache`` every iteration), on the same model in the same process, before ours;
+the table then gives it a row of its own and each of our rows a speed-up = official s/it@25 ÷ ours s/it@E[k], both
+measured in this run. The H100 figures stay as a labelled reference column. ``--extra-schedule S:T`` (repeatable)
+times our loop again with another schedule on the same model (``bench/gpu_check.sh`` runs 10:4 next to 50:1).
+
     python bench/train_speed.py                                          # CPU: tiny models, 64 px
     python bench/train_speed.py --device cuda                            # full size, 512 px, bf16
+    python bench/train_speed.py --device cuda --official --extra-schedule 10:4 --markdown   # side by side
+    python bench/train_speed.py --size tiny --official --iterations 2 --threads 1         # CPU smoke run
     python bench/train_speed.py --device cuda --models sdxl --resolution 1024
     nice python bench/train_speed.py --size full --models sd15 --iterations 2 --resolution 128   # CPU check
 
@@ -63,6 +71,7 @@ from bench.common.toy_diffusion import (  # noqa: E402
     make_toy_model,
     split_words,
 )
+from bench.official_loop import OfficialConfig, OfficialPrompt, run_official  # noqa: E402
 from lib_sliders.training.backend import ModelBackend  # noqa: E402
 from lib_sliders.training.config import TextPrompt, TrainConfig  # noqa: E402
 from lib_sliders.training.text_objective import TextObjective  # noqa: E402
@@ -282,7 +291,8 @@ def peak_memory_gib(device: torch.device) -> float:
     return peak / (2**30 if sys.platform == "darwin" else 2**20)
 
 
-def run_model(name: str, args, device: torch.device, dtype: torch.dtype) -> dict:
+def build_on(name: str, args, device: torch.device, dtype: torch.dtype):
+    """The model of ``name`` on ``device``, weights in ``dtype``, attention as asked; and facts about it."""
     began = time.perf_counter()
     model, description = build_model(name, args.size, args.seed)
     model.to(device)
@@ -292,17 +302,47 @@ def run_model(name: str, args, device: torch.device, dtype: torch.dtype) -> dict
     if args.attention == "sdp":
         use_sdpa()
     weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
-    build_seconds = time.perf_counter() - began
+    facts = {"model": name, "description": description, "build_s": time.perf_counter() - began,
+             "weights_gib": weights}
+    return model, facts
+
+
+def fresh_memory(device: torch.device) -> None:
+    gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
+
+def run_official_loop(model, args, device: torch.device, facts: dict) -> dict:
+    """The official loop (``bench/official_loop.py``) on ``model``, as one row of the table."""
+    fresh_memory(device)
+    prompt = OfficialPrompt(target=AGE.target, positive=AGE.positive, unconditional=AGE.negative,
+                            neutral=AGE.neutral, guidance_scale=AGE.guidance, action=AGE.action)
+    official = run_official(model, args.official_iterations, prompts=[prompt],
+                            config=OfficialConfig(resolution=args.resolution), seed=args.seed)
+    timed = list(zip(official.timed(official.seconds), official.timed(official.calls), official.timed(official.rows),
+                     strict=True))
+    return {
+        **facts, "loop": "official", "schedule": (50, 1), "timed": len(timed), "skipped": official.skipped,
+        "k": official.mean_k, "calls": sum(c for _, c, _ in timed) / len(timed),
+        "rows": sum(r for _, _, r in timed) / len(timed), "s_it": official.s_it,
+        "s_it_fit": official.s_it_at(expected_k(50, 1)), "peak_gib": official.peak_gib,
+        "per_iteration": [(s, k) for s, k in zip(official.seconds, official.ks, strict=True)],
+        "lora": (official.lora_modules, official.lora_params), "losses": official.losses,
+    }
+
+
+def run_ours(model, args, device: torch.device, dtype: torch.dtype, facts: dict, schedule: tuple[int, int]) -> dict:
+    """Our trainer on ``model`` with the DDIM ``schedule`` (steps, training points per trajectory)."""
+    schedule_steps, per_trajectory = schedule
+    fresh_memory(device)
     config = TrainConfig(name="age", prompts=[AGE], rank=4, alpha=1.0, preset="noxattn", iterations=args.iterations,
                          resolution=args.resolution, batch_size=1, seed=args.seed,
-                         max_denoising_steps=args.schedule_steps,
+                         max_denoising_steps=schedule_steps,
                          precision={torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype],
                          gradient_checkpointing=args.gradient_checkpointing, bidirectional=args.bidirectional,
-                         timesteps_per_trajectory=args.timesteps_per_trajectory)
+                         timesteps_per_trajectory=per_trajectory)
     probe = Probe(device)
     # The effect score is a fixed cost per run, not part of an iteration: skipped here.
     trainer = SliderTrainer(ModelBackend(model, device), config, on_progress=probe.on_progress, progress_every=1,
@@ -331,20 +371,34 @@ def run_model(name: str, args, device: torch.device, dtype: torch.dtype) -> dict
     ks = [calls - 2 for _, calls, _ in timed]  # k denoising calls + 1 frozen + 1 trainable
     seconds = sum(s for s, _, _ in timed) / len(timed)
     result = {
-        "model": name, "description": description, "build_s": build_seconds, "weights_gib": weights,
-        "timed": len(timed), "skipped": skip, "k": sum(ks) / len(ks),
+        **facts, "loop": "ours", "schedule": schedule, "timed": len(timed), "skipped": skip, "k": sum(ks) / len(ks),
         "calls": sum(c for _, c, _ in timed) / len(timed), "rows": sum(r for _, _, r in timed) / len(timed),
         "s_it": seconds, "s_it_fit": fit_at_k([(s, k) for (s, _, _), k in zip(timed, ks, strict=True)],
-                                              expected_k(args.schedule_steps, args.timesteps_per_trajectory)),
-        "peak_gib": peak, "per_iteration": per_iteration, "graphs": trainer.stats.graphs,
+                                              expected_k(schedule_steps, per_trajectory)),
+        "peak_gib": peak, "per_iteration": [(s, c - 2) for s, c, _ in per_iteration],
+        "graphs": trainer.stats.graphs,
         "replays": trainer.stats.graph_replays, "phases": phases.describe() if phases else None,
         "syncs": syncs,
     }
-    del trainer, probe, model
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    del trainer, probe
+    fresh_memory(device)
     return result
+
+
+def run_model(name: str, args, device: torch.device, dtype: torch.dtype) -> list[dict]:
+    """The official loop (with ``--official``), then ours for each schedule, on one model built once."""
+    model, facts = build_on(name, args, device, dtype)
+    results = []
+    if args.official:  # first, on the untouched model; it leaves the model as it found it
+        results.append(run_official_loop(model, args, device, facts))
+        print(f"{name}: official {results[-1]['s_it']:.3f} s/it (mean k {results[-1]['k']:.1f})", flush=True)
+    for schedule in args.schedules:
+        results.append(run_ours(model, args, device, dtype, facts, schedule))
+        label = "" if len(args.schedules) == 1 and not args.official else f"ours {schedule_label(schedule)} "
+        print(f"{name}: {label}{results[-1]['s_it']:.3f} s/it (mean k {results[-1]['k']:.1f})", flush=True)
+    del model
+    fresh_memory(device)
+    return results
 
 
 # ------------------------------------------------------------------------------------------- output
@@ -356,39 +410,96 @@ def official_for(name: str, resolution: int) -> tuple[int, tuple[float, str] | N
     return measured_at, OFFICIAL.get((name, measured_at))
 
 
+def schedule_label(schedule: tuple[int, int]) -> str:
+    """"DDIM 50×1": schedule steps × training points per trajectory."""
+    return f"DDIM {schedule[0]}×{schedule[1]}"
+
+
+def render(columns: list[tuple[str, int]], rows: list[list[str]], markdown: bool) -> str:
+    """A table: aligned text (model and loop left-aligned, the rest right-aligned to their widths) or markdown."""
+    if markdown:
+        lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+        return "\n".join(lines)
+
+    def line(cells: list[str]) -> str:
+        return "".join(c.ljust(w) if h in ("model", "loop") else c.rjust(w)
+                       for c, (h, w) in zip(cells, columns, strict=True))
+    header = line([h for h, _ in columns])
+    return "\n".join([header, "-" * len(header), *(line(cells) for cells in rows)])
+
+
 def print_table(results: list[dict], args, device: torch.device) -> None:
     cuda = device.type == "cuda"
     memory = "peak alloc" if cuda else "peak RSS"
-    header = (f"{'model':<6}{'size':>6}{'px':>6}{'timed':>7}{'mean k':>8}{'calls/it':>10}{'rows/it':>9}{'s/it':>9}"
-              f"{'s/it@E[k]':>10}{memory + ' GiB':>16}{'official s/it':>15}{'official mem':>14}{'speed-up':>10}")
-    print("\n" + header)
-    print("-" * len(header))
-    official_work = args.schedule_steps == 50 and args.timesteps_per_trajectory == 1
+    side_by_side = args.official or len(args.schedules) > 1
+    columns = [("model", 6)] + ([("loop", 17)] if side_by_side else []) + [
+        ("size", 6), ("px", 6), ("timed", 7), ("mean k", 8), ("calls/it", 10), ("rows/it", 9), ("s/it", 9),
+        ("s/it@E[k]", 10), (memory + " GiB", 16)]
+    if args.official:
+        columns += [("speed-up", 10), ("H100 ref s/it", 15), ("H100 ref mem", 14)]
+    else:
+        columns += [("official s/it", 15), ("official mem", 14), ("speed-up", 10)]
+    official_rows = {r["model"]: r for r in results if r["loop"] == "official"}
+    rows = []
     for r in results:
-        measured_at, official = official_for(r["model"], args.resolution)
+        measured_at, reference = official_for(r["model"], args.resolution)
         fitted = r["s_it_fit"]
-        comparable = (cuda and args.size == "full" and official and measured_at == args.resolution and fitted
-                      and official_work)
-        speed_up = f"{official[0] / fitted:.2f}×" if comparable else "–"
-        print(f"{r['model']:<6}{args.size:>6}{args.resolution:>6}{r['timed']:>7}{r['k']:>8.1f}{r['calls']:>10.1f}"
-              f"{r['rows']:>9.1f}{r['s_it']:>9.3f}{(f'{fitted:.3f}' if fitted else '–'):>10}{r['peak_gib']:>16.2f}"
-              f"{(f'{official[0]:.2f}' if official else '–'):>15}{(official[1] if official else '–'):>14}"
-              f"{speed_up:>10}")
-    print("\nofficial: train_lora(_xl).py on one H100, bf16, SDPA, shipped configs, s/it at k = 25 "
-          "(shared/reference/official-sliders.md); s/it@E[k]: fit at the schedule's mean k (25 for DDIM 50); "
-          "speed-up = official s/it ÷ ours at k = 25 (GPU, full size, same px, official schedule only; what a cheaper schedule "
-          "costs in fidelity is bench/fidelity.py's to say).")
+        cells = [r["model"]]
+        if side_by_side:
+            cells.append("official" if r["loop"] == "official" else f"ours {schedule_label(r['schedule'])}")
+        cells += [args.size, str(args.resolution), str(r["timed"]), f"{r['k']:.1f}", f"{r['calls']:.1f}",
+                  f"{r['rows']:.1f}", f"{r['s_it']:.3f}", f"{fitted:.3f}" if fitted else "–", f"{r['peak_gib']:.2f}"]
+        reference_cells = [f"{reference[0]:.2f}" if reference else "–", reference[1] if reference else "–"]
+        if args.official:
+            official = official_rows.get(r["model"])
+            speed_up = "–"
+            if r["loop"] == "ours" and official and fitted and official["s_it_fit"]:
+                speed_up = f"{official['s_it_fit'] / fitted:.2f}×"
+            at_reference = reference and measured_at == args.resolution and args.size == "full"
+            cells += [speed_up, *(reference_cells if at_reference else ["–", "–"])]
+        else:
+            official_work = r["schedule"] == (50, 1)
+            comparable = (cuda and args.size == "full" and reference and measured_at == args.resolution and fitted
+                          and official_work)
+            cells += [*reference_cells, f"{reference[0] / fitted:.2f}×" if comparable else "–"]
+        rows.append(cells)
+    print("\n" + render(columns, rows, args.markdown))
+    print()
+    if args.official:
+        print("official: bench/official_loop.py, the official train_lora(_xl).py iteration re-created (shipped configs: "
+              "DDIM 50, k ∈ 1…49, CFG 3 denoising with the slider on, 4 frozen/trainable batch-2 calls, bf16 without "
+              "autocast on a GPU, AdamW 2e-4, empty_cache + gc every iteration), timed in this process on the same "
+              "UNet. s/it@E[k]: least-squares fit s = a + b·k at the schedule's mean k (25 for the official "
+              "DDIM 50). speed-up = official s/it@25 ÷ ours s/it@E[k], both measured here (a fit needs 3 timed "
+              "iterations with 2 distinct k; mean s/it at unequal mean k is no speed-up). "
+              "H100 ref: the official scripts themselves on an H100 (shared/reference/official-sliders.md), "
+              "a reference only, not part of the ratio.")
+    else:
+        print("official: train_lora(_xl).py on one H100, bf16, SDPA, shipped configs, s/it at k = 25 "
+              "(shared/reference/official-sliders.md); s/it@E[k]: fit at the schedule's mean k (25 for DDIM 50); "
+              "speed-up = official s/it ÷ ours at k = 25 (GPU, full size, same px, official schedule only; what a "
+              "cheaper schedule costs in fidelity is bench/fidelity.py's to say). --official measures the official "
+              "loop in this process instead.")
     if not cuda:
-        print("peak RSS is the whole process's high-water mark so far (model building included).")
+        print("peak RSS is the whole process's high-water mark so far (model building and earlier rows included).")
     for r in results:
-        steps = ", ".join(f"{s:.2f}s/k={c - 2}" for s, c, _ in r["per_iteration"])
-        print(f"{r['model']}: {r['description']}; weights {r['weights_gib']:.2f} GiB; built in {r['build_s']:.1f} s; "
+        steps = ", ".join(f"{s:.2f}s/k={k}" for s, k in r["per_iteration"])
+        where = f"{r['model']}{' official' if r['loop'] == 'official' else ''}"
+        if r["loop"] == "official":
+            modules, params = r["lora"]
+            print(f"{where}: LoRA {modules} modules, {params / 1e6:.2f} M params; losses "
+                  f"{', '.join(f'{loss:.2e}' for loss in r['losses'])}; iterations ({r['skipped']} untimed): {steps}")
+            continue
+        if side_by_side:
+            where += f" {schedule_label(r['schedule'])}"
+        print(f"{where}: {r['description']}; weights {r['weights_gib']:.2f} GiB; built in {r['build_s']:.1f} s; "
               f"CUDA graphs {r['graphs']} ({r['replays']} replays); iterations ({r['skipped']} untimed): {steps}")
         if r["phases"]:
-            print(f"{r['model']}: peak memory by phase: {r['phases']}")
+            print(f"{where}: peak memory by phase: {r['phases']}")
         if args.sync_debug:
-            where = ", ".join(f"{place} ×{count}" for place, count in r["syncs"].most_common(12))
-            print(f"{r['model']}: host syncs in the whole run (torch's sync debug mode): {where or 'none'}")
+            syncs = ", ".join(f"{place} ×{count}" for place, count in r["syncs"].most_common(12))
+            print(f"{where}: host syncs in the whole run (torch's sync debug mode): {syncs or 'none'}")
 
 
 def main() -> None:
@@ -406,6 +517,15 @@ def main() -> None:
                         help="training points taken from each denoising trajectory (1 = the official loop)")
     parser.add_argument("--schedule-steps", type=int, default=50,
                         help="DDIM schedule of the training loop (official: 50; fewer costs fewer denoising steps)")
+    parser.add_argument("--extra-schedule", action="append", default=[], metavar="S:T",
+                        help="also time our loop with an S-step DDIM schedule and T training points per trajectory, "
+                             "on the same model in the same process (repeatable; e.g. 10:4)")
+    parser.add_argument("--official", action="store_true",
+                        help="also time the official loop (bench/official_loop.py) on the same model, first, and give "
+                             "speed-ups as ratios of the two measured s/it")
+    parser.add_argument("--official-iterations", type=int, default=None,
+                        help="official iterations to run (default: --iterations; the first 1–2 are untimed)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown (for docs/performance.md)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
                         help="replay the denoising calls as CUDA graphs (our default on CUDA; ignored on CPU)")
@@ -441,6 +561,20 @@ def main() -> None:
     if not cuda and dtype != torch.float32:
         # ldm's GroupNorm32 normalises in fp32; CPU autocast doesn't cast half weights to match (CUDA's does).
         parser.error("--dtype: half-precision weights need --device cuda (the webui runs fp32 on a CPU too)")
+    args.schedules = [(args.schedule_steps, args.timesteps_per_trajectory)]
+    for value in args.extra_schedule:
+        try:
+            steps, points = (int(v) for v in value.split(":"))
+        except ValueError:
+            parser.error(f"--extra-schedule: expected S:T (e.g. 10:4), not {value!r}")
+        if steps < 2 or not 1 <= points < steps:
+            parser.error(f"--extra-schedule {value}: needs S ≥ 2 and 1 ≤ T < S")
+        args.schedules.append((steps, points))
+    args.official_iterations = args.official_iterations or args.iterations
+    if args.official and args.attention == "default" and dtype != torch.float32:
+        # The official loop runs half weights without autocast; ldm's einsum attention upcasts q·k to fp32 and
+        # then multiplies by a half v (the official used xformers; the reference measurement SDPA).
+        parser.error("--official with half weights needs --attention sdp")
 
     device_name = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {device_name}; torch {torch.__version__}; weights {str(dtype).removeprefix('torch.')}"
@@ -452,11 +586,13 @@ def main() -> None:
           f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}; "
           f"CUDA graphs {'on' if args.cuda_graphs and cuda else 'off'}; encoders offloaded "
           f"{ {None: 'by default', True: 'yes', False: 'no'}[args.offload_encoders]}; merge backups on "
-          f"{args.merge_backups}; {args.iterations} iterations")
+          f"{args.merge_backups}; {args.iterations} iterations"
+          + "".join(f"; also {schedule_label(schedule)}" for schedule in args.schedules[1:])
+          + (f"; official loop ({args.official_iterations} iterations; bf16 without autocast on a GPU)"
+             if args.official else ""))
     results = []
     for name in names:
-        results.append(run_model(name, args, device, dtype))
-        print(f"{name}: {results[-1]['s_it']:.3f} s/it (mean k {results[-1]['k']:.1f})", flush=True)
+        results += run_model(name, args, device, dtype)
     print_table(results, args, device)
 
 
