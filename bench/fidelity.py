@@ -49,7 +49,7 @@ Sliders: ``size`` (tiny → huge), ``colour`` (red → blue, measured as the sha
     python bench/fidelity.py --random-model --seeds 2 --alphas=-1,0,1 --iterations 2 --steps 4   # smoke run
 
 The committed ``bench/toyworld/toy_t2i.safetensors`` follows its captions' shape, colour, size and background (the
-README says how it was made, and gives the command of each table); the full protocol at 10 DDIM steps takes
+docs/fidelity.md says how it was made, and gives the command of each table); the full protocol at 10 DDIM steps takes
 about 40 minutes on a 2-core CPU.
 """
 
@@ -89,7 +89,9 @@ from lib_sliders.training.config import ImagePair, TextPrompt, TrainConfig  # no
 from lib_sliders.training.schedule import first_step_on  # noqa: E402
 from lib_sliders.training.start_estimate import StartEstimate, estimate_slider_start, estimate_start  # noqa: E402
 from lib_sliders.training.text_objective import with_concept  # noqa: E402
-from lib_sliders.training.trainer import START_SEED_OFFSET, SliderTrainer, TrainResult, TrainStats  # noqa: E402
+from lib_sliders.training.trained_slider import TrainResult  # noqa: E402
+from lib_sliders.training.trainer import START_SEED_OFFSET, SliderTrainer  # noqa: E402
+from lib_sliders.training.training_run import TrainStats  # noqa: E402
 
 # ---------------------------------------------------------------------------------------- sampling
 

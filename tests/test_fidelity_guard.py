@@ -1,6 +1,6 @@
 """The guard against sliders that silently do nothing: a short run on the committed toy model must move its attribute.
 
-The toy model (``bench/toyworld/toy_t2i.safetensors``; the README's fidelity section has the command that
+The toy model (``bench/toyworld/toy_t2i.safetensors``; docs/fidelity.md has the command that
 regenerates it) follows its captions' shape, colour, size and background, so a size slider trained on it for a
 minute on a CPU must make shapes grow with α, in order, while colour and position stay put.
 """

@@ -2,7 +2,7 @@
 
 The webui must have this extension installed, a random-weight SD 1.x checkpoint loaded, and the sliders of
 ``make_sliders.py`` in its sliders folder. ``SD_WEBUI_LOG`` (optional) is the server's console log, for the
-checks that problems are reported there. See README → Development → Integration tests.
+checks that problems are reported there. See docs/development.md → Integration tests.
 
 Start the webui with ``--disable-opt-split-attention`` (as the webui's own CI does): on a CPU its default
 attention splits work by the *free RAM* of the moment, so the same image can differ in the last bit between

@@ -1,7 +1,8 @@
 """The Sliders accordion and cards in a real webui UI, driven by headless Chromium (opt-in).
 
 Needs ``SD_WEBUI_UI_URL`` (the webui started without ``--nowebui``, e.g. ``http://127.0.0.1:7860``), Debian's
-``chromium`` and ``chromium-driver`` and ``pip install -r requirements-integration.txt``.
+``chromium`` and ``chromium-driver`` and ``pip install -r requirements-integration.txt``. With
+``SD_WEBUI_SCREENSHOTS=docs/images`` the tests also save the README's pictures there (accordion, strip, Train tab).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +68,28 @@ def value_of(driver, selector: str):
                       "e.checked : e.value;", selector)
 
 
+def screenshot(driver, selector: str, file_name: str) -> None:
+    """Save a picture of one element when ``SD_WEBUI_SCREENSHOTS`` names a folder (the README's pictures)."""
+    folder = os.environ.get("SD_WEBUI_SCREENSHOTS")
+    if not folder:
+        return
+    os.makedirs(folder, exist_ok=True)
+    element = js(driver, "const e = gradioApp().querySelector(arguments[0]); e.scrollIntoView(); return e;", selector)
+    time.sleep(1)
+    element.screenshot(os.path.join(folder, file_name))
+
+
+def choose(driver, dropdown: str, option: str) -> None:
+    field = driver.find_element(By.CSS_SELECTOR, f"{dropdown} input")
+    field.click()
+    # The dropdown lists only the options matching its text: clear it to see them all.
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(Keys.BACKSPACE)
+    options = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, f"{dropdown} ul.options li"), 10)
+    next(o for o in options if o.text.strip() == option).click()
+    wait_for(lambda: value_of(driver, f"{dropdown} input") == option, 10)
+
+
 def test_accordion_rows_drive_the_generation(page):
     set_value(page, "#txt2img_width input[type=number]", 64)
     set_value(page, "#txt2img_height input[type=number]", 64)
@@ -74,18 +98,47 @@ def test_accordion_rows_drive_the_generation(page):
     if not value_of(page, f"{PREFIX}enable-checkbox input"):
         page.find_element(By.CSS_SELECTOR, f"{PREFIX}enable .label-wrap").click()
     assert value_of(page, f"{PREFIX}enable-checkbox input") is True
-    page.find_element(By.CSS_SELECTOR, f"{PREFIX}name_0 input").click()
-    options = wait_for(lambda: page.find_elements(By.CSS_SELECTOR, f"{PREFIX}name_0 ul.options li"), 10)
-    next(o for o in options if o.text.strip() == "it_age").click()
+    choose(page, f"{PREFIX}name_0", "it_age")
     # Picking a slider sets the α slider's range from the file (it_age recommends -4..4).
-    wait_for(lambda: value_of(page, f"{PREFIX}name_0 input") == "it_age", 10)
-    assert js(page, f"return gradioApp().querySelector('{PREFIX}alpha_0 input[type=number]').max") == "4"
+    wait_for(lambda: js(page, f"return gradioApp().querySelector('{PREFIX}alpha_0 input[type=number]').max") == "4",
+             20)
     set_value(page, f"{PREFIX}alpha_0 input[type=number]", 2)
     time.sleep(1)
     page.find_element(By.ID, "txt2img_generate").click()
     info = wait_for(lambda: "Steps" in (text := js(page, "return gradioApp().querySelector('#html_info_txt2img')"
                                                           ".innerText")) and text, 600)
     assert 'Sliders: "it_age:2"' in info and "Slider hashes:" in info
+
+
+def test_strip_row_spreads_alpha_over_the_batch(page):
+    """Five images, α −3 … 3 from the strip row, each with the first row's slider at the same α."""
+    set_value(page, "#txt2img_width input[type=number]", 128)
+    set_value(page, "#txt2img_height input[type=number]", 128)
+    set_value(page, "#txt2img_batch_size input[type=number]", 5)
+    choose(page, f"{PREFIX}name_0", "it_text")
+    set_value(page, f"{PREFIX}alpha_0 input[type=number]", 1)
+    choose(page, f"{PREFIX}strip_name", "it_age")
+    set_value(page, f"{PREFIX}strip_from input[type=number]", -3)
+    set_value(page, f"{PREFIX}strip_to input[type=number]", 3)
+    time.sleep(1)
+    screenshot(page, f"{PREFIX}enable", "accordion.png")
+    info_text = "return gradioApp().querySelector('#html_info_txt2img').innerText"
+    before = js(page, info_text)
+    page.find_element(By.ID, "txt2img_generate").click()
+    info = wait_for(lambda: "Steps" in (text := js(page, info_text)) and text != before and text, 600)
+    try:
+        # The first image's infotext holds its own α; the gallery shows the grid and the five images.
+        assert 'Sliders: "it_text:1, it_age:-3"' in info, info
+        # (gradio draws each thumbnail twice, in the preview strip and in the grid: count the images)
+        images = js(page, "return new Set([...gradioApp().querySelectorAll('#txt2img_gallery .thumbnail-item img')]"
+                          ".map(i => i.src)).size")
+        assert images == 6, images
+        screenshot(page, "#txt2img_gallery", "strip.png")
+    finally:
+        set_value(page, "#txt2img_batch_size input[type=number]", 1)
+        set_value(page, "#txt2img_width input[type=number]", 64)
+        set_value(page, "#txt2img_height input[type=number]", 64)
+        choose(page, f"{PREFIX}strip_name", "None")
 
 
 def test_pasted_infotext_fills_the_rows(page):
@@ -137,6 +190,7 @@ def test_train_tab_trains_a_slider_whose_card_then_appears(page, webui):
         if value_of(page, f"#sliders_train_{box} input") != wanted:
             js(page, f"gradioApp().querySelector('#sliders_train_{box} input').click()")
     time.sleep(1)
+    screenshot(page, "#tab_concept_sliders", "train-tab.png")
     page.find_element(By.ID, "sliders_train_start").click()
     result = wait_for(lambda: "Trained slider" in (text := js(page, "return gradioApp().querySelector("
                                                                    "'#sliders_train_result').innerText")) and text, 900)
