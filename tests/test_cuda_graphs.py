@@ -17,7 +17,8 @@ from lib_sliders.training import cuda_graphs
 from lib_sliders.training.backend import ModelBackend
 from lib_sliders.training.config import TextPrompt, TrainConfig
 from lib_sliders.training.text_objective import TextObjective
-from lib_sliders.training.trainer import SliderTrainer, _Run, new_slider_network
+from lib_sliders.training.trainer import SliderTrainer, new_slider_network
+from lib_sliders.training.training_run import TrainingRun
 
 AGE = TextPrompt(target="person", positive="person, very old", negative="person, very young", guidance=2.0)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -120,8 +121,8 @@ def _sampling_run(backend, network, graphs: bool):
     engine.apply([ActiveSlider(network, 0.0)])
     config = TrainConfig(name="age", prompts=[AGE], iterations=1, resolution=64, rank=4, max_denoising_steps=8,
                          precision="fp32")
-    run = _Run(backend, engine, torch.Generator().manual_seed(0), (4, 8, 8), None, merge_for_sampling=True,
-               cuda_graphs=graphs)
+    run = TrainingRun(backend, engine, torch.Generator().manual_seed(0), (4, 8, 8), None, merge_for_sampling=True,
+                      cuda_graphs=graphs)
     return engine, run, TextObjective(backend, config, run)
 
 
@@ -145,7 +146,7 @@ def test_denoising_before_a_sliders_start_goes_to_the_graphs_too():
     engine = SliderEngine(backend.unet)
     engine.apply([ActiveSlider(network, 0.0)])
     try:
-        run = _Run(backend, engine, torch.Generator().manual_seed(0), (4, 8, 8), None, merge_for_sampling=True)
+        run = TrainingRun(backend, engine, torch.Generator().manual_seed(0), (4, 8, 8), None, merge_for_sampling=True)
         run.graphs = _RecordingGraphs(backend)
         objective = TextObjective(backend, config, run, start=0.5)
         assert objective.slider_from == 4

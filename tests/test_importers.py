@@ -6,8 +6,11 @@ import pytest
 import yaml
 
 from lib_sliders.errors import SliderError
-from lib_sliders.training.config import ConfigError, TextPrompt, TrainConfig
-from lib_sliders.training.importers import from_ai_toolkit, from_official, import_file, load_yaml
+from lib_sliders.training.config import TextPrompt, TrainConfig
+from lib_sliders.training.config_values import ConfigError
+from lib_sliders.training.importers.ai_toolkit import from_ai_toolkit
+from lib_sliders.training.importers.config_file import import_file, load_yaml
+from lib_sliders.training.importers.official import from_official
 
 # The age slider as shipped in trainscripts/textsliders/data/prompts.yaml (comments included).
 AGE_PROMPTS_YAML = """\

@@ -13,12 +13,13 @@ import safetensors
 import safetensors.torch
 import torch
 
-from lib_sliders import library as library_module
 from lib_sliders.errors import SliderError, SliderFileError
 from lib_sliders.files import slider_file
 from lib_sliders.files.lora import LoraModule, SliderNetwork
 from lib_sliders.files.slider_file import save_slider
-from lib_sliders.library import SliderLibrary, read_safetensors_metadata
+from lib_sliders.library import slider_library as library_module
+from lib_sliders.library.headers import read_safetensors_metadata
+from lib_sliders.library.slider_library import SliderLibrary
 
 LAYER = "input_blocks.1.1.transformer_blocks.0.attn1.to_q"
 KOHYA_KEY = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"

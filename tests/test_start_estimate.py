@@ -15,7 +15,8 @@ from lib_sliders.files.slider_file import load_slider
 from lib_sliders.training.backend import ModelBackend
 from lib_sliders.training.config import TextPrompt, TrainConfig
 from lib_sliders.training.start_estimate import STEPS, estimate_start, probe_rows, recommended_start
-from lib_sliders.training.trainer import SliderTrainer, save_trained_slider
+from lib_sliders.training.trained_slider import save_trained_slider
+from lib_sliders.training.trainer import SliderTrainer
 
 AGE = TextPrompt(target="person", positive="person, very old", negative="person, very young",
                  preservation=["male", "female"], guidance=2.0)

@@ -18,7 +18,8 @@ from lib_sliders.training.config import TextPrompt, TrainConfig
 from lib_sliders.training.image_objective import ImageObjective
 from lib_sliders.training.schedule import ddim_timesteps, first_step_on, first_training_step
 from lib_sliders.training.text_objective import TextObjective
-from lib_sliders.training.trainer import SliderTrainer, training_metadata
+from lib_sliders.training.trained_slider import training_metadata
+from lib_sliders.training.trainer import SliderTrainer
 
 AGE = TextPrompt(target="person", positive="person, very old", negative="person, very young",
                  preservation=["male", "female"], guidance=2.0)

@@ -15,8 +15,10 @@ from PIL import Image
 from bench.common.toy_diffusion import make_toy_model
 from lib_sliders.files.slider_file import load_slider
 from lib_sliders.training.backend import ModelBackend, resolution_step
-from lib_sliders.training.config import ConfigError, ImagePair, TextPrompt, TrainConfig
-from lib_sliders.training.trainer import SliderTrainer, save_trained_slider, training_metadata
+from lib_sliders.training.config import ImagePair, TextPrompt, TrainConfig
+from lib_sliders.training.config_values import ConfigError
+from lib_sliders.training.trained_slider import save_trained_slider, training_metadata
+from lib_sliders.training.trainer import SliderTrainer
 
 AGE = TextPrompt(target="person", positive="person, very old", negative="person, very young",
                  preservation=["male", "female"], guidance=2.0)

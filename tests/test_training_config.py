@@ -9,14 +9,9 @@ import pytest
 from lib_sliders.errors import SliderError
 from lib_sliders.prompt.presets import PRESETS
 from lib_sliders.training import config as config_module
-from lib_sliders.training.config import (
-    ConfigError,
-    ImagePair,
-    TextPrompt,
-    TrainConfig,
-    name_problem,
-    sanitize_name,
-)
+from lib_sliders.training.config import ImagePair, TextPrompt, TrainConfig
+from lib_sliders.training.config_values import ConfigError
+from lib_sliders.training.slider_names import name_problem, sanitize_name
 
 
 def text_config(**changes) -> TrainConfig:

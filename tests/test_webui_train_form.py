@@ -1,5 +1,6 @@
-"""The Train page's form logic (``lib_sliders.webui.train_form``), without gradio or the webui; one small check
-that ``train_tab.create_tab`` builds with stand-ins for ``modules.call_queue``/``modules.shared``."""
+"""The Train page's form logic (``lib_sliders.webui.train_form*``, ``train_uploads``, ``train_messages``), without
+gradio or the webui; one small check that ``train_tab.create_tab`` builds with stand-ins for
+``modules.call_queue``/``modules.shared``."""
 
 from __future__ import annotations
 
@@ -14,16 +15,11 @@ import pytest
 from PIL import Image
 
 from lib_sliders.training.config import DEFAULT_LR, ImagePair, TextPrompt, TrainConfig
-from lib_sliders.training.importers import import_file
-from lib_sliders.webui import train_form
-from lib_sliders.webui.train_form import (
-    FIELD_NAMES,
-    FORM_FIELDS,
-    config_to_form,
-    defaults,
-    form_to_json,
-    form_to_request,
-)
+from lib_sliders.training.importers.config_file import import_file
+from lib_sliders.webui import train_form, train_form_fill, train_form_parse, train_messages, train_uploads
+from lib_sliders.webui.train_form import FIELD_NAMES, FORM_FIELDS, defaults
+from lib_sliders.webui.train_form_fill import config_to_form
+from lib_sliders.webui.train_form_parse import form_to_json, form_to_request
 from lib_sliders.webui.train_jobs import SubmitError, TrainingHost, TrainingJobs, TrainJob, TrainOptions
 
 DOUBLE_MODULES = Path(__file__).parent / "webui_double" / "modules"
@@ -174,7 +170,7 @@ def test_image_round_trip(tmp_path):
     assert (form["before_dir"], form["after_dir"]) == (str(before), str(after))
     assert form["mode"] == "Image slider" and form["scales"] == "0.5, 1.5"
     assert roundtrip(original) == original
-    assert any("2 image pairs" in note for note in train_form.form_notes(original))
+    assert any("2 image pairs" in note for note in train_form_fill.form_notes(original))
 
 
 def test_uploaded_pairs_are_added(tmp_path):
@@ -211,11 +207,11 @@ def test_image_pair_problems_name_pairs(tmp_path):
 
 
 def test_scales_parsing():
-    assert train_form.parse_scales("1, 2") == [1.0, 2.0]
-    assert train_form.parse_scales(" 1;2  3 ") == [1.0, 2.0, 3.0]
-    assert train_form.parse_scales([1, 2.5]) == [1.0, 2.5]
+    assert train_form_parse.parse_scales("1, 2") == [1.0, 2.0]
+    assert train_form_parse.parse_scales(" 1;2  3 ") == [1.0, 2.0, 3.0]
+    assert train_form_parse.parse_scales([1, 2.5]) == [1.0, 2.5]
     with pytest.raises(SubmitError) as excinfo:
-        train_form.parse_scales("1, two")
+        train_form_parse.parse_scales("1, two")
     assert fields_of(excinfo) == ["scales"] and "'two'" in excinfo.value.errors[0][1]
 
 
@@ -278,12 +274,12 @@ def test_every_problem_is_listed_at_once():
 
 
 def test_error_lines_use_the_forms_labels():
-    lines = train_form.error_lines([("prompts[0].positive", "must not be empty"), ("alpha_range", "low"),
+    lines = train_messages.error_lines([("prompts[0].positive", "must not be empty"), ("alpha_range", "low"),
                                     ("prompts[2].target", "x"), ("max_denoising_steps", "y"), ("weird", "z")])
     assert lines == ["Positive prompt (prompts[0].positive): must not be empty",
                      "Recommended α range (alpha_range): low", "More prompts, entry 2 (prompts[2].target): x",
                      "Other settings (max_denoising_steps) (max_denoising_steps): y", "weird: z"]
-    page = train_form.errors_html([("name", "a slider named 'age' exists; choose another name or overwrite it")])
+    page = train_messages.errors_html([("name", "a slider named 'age' exists; choose another name or overwrite it")])
     assert "Overwrite" in page and "&#x27;age&#x27;" in page
 
 
@@ -299,7 +295,7 @@ def test_json_preset_round_trip_through_import_file(tmp_path):
     assert notes == []
     assert config == TrainConfig.from_dict(form_to_request(values)[0])
     assert config.rank == 16 and config.checkpoint_every == 25 and len(config.prompts) == 2
-    form, form_notes = train_form.import_preset(str(path))
+    form, form_notes = train_form_fill.import_preset(str(path))
     assert {k: v for k, v in form.items()} == config_to_form(config)
     assert any("More prompts" in note for note in form_notes)
 
@@ -309,7 +305,7 @@ def test_image_preset_round_trip(tmp_path):
     values = image_values(before, after, scales="2")
     path = tmp_path / "light.json"
     path.write_text(form_to_json(values), encoding="utf-8")
-    form, _ = train_form.import_preset(str(path))
+    form, _ = train_form_fill.import_preset(str(path))
     assert (form["before_dir"], form["after_dir"], form["scales"]) == (str(before), str(after), "2")
 
 
@@ -327,7 +323,7 @@ def test_official_prompts_yaml_fills_the_form(tmp_path):
                     "  action: enhance\n  guidance_scale: 4\n"
                     "- target: female person\n  positive: female person, old\n  unconditional: female person, young\n"
                     "  action: enhance\n  guidance_scale: 4\n", encoding="utf-8")
-    form, notes = train_form.import_preset(str(path))
+    form, notes = train_form_fill.import_preset(str(path))
     assert form["name"] == "age slider" and form["target"] == "male person"
     assert json.loads(form["more_prompts"])[0]["target"] == "female person"
     assert any("2 prompts" in note for note in notes)
@@ -344,15 +340,15 @@ def test_uploads_are_copied_and_paired_by_stem(tmp_path):
     after = [types.SimpleNamespace(name=png(src / "b" / "tmp1" / "01.jpg", 50), orig_name="01.jpg"),
              {"name": png(src / "b" / "tmp2" / "02.webp", 60)}]
     sliders = tmp_path / "sliders"
-    pairs = train_form.stage_uploads(str(sliders), "smile", before, after)
+    pairs = train_uploads.stage_uploads(str(sliders), "smile", before, after)
     root = sliders / ".training" / "uploads" / "smile"
     assert [(p.before, p.after) for p in pairs] == [
         (str(root / "before" / "01.png"), str(root / "after" / "01.jpg")),
         (str(root / "before" / "02.png"), str(root / "after" / "02.webp"))]
     # A second upload replaces each side as a whole.
-    pairs = train_form.stage_uploads(str(sliders), "smile", before[:1], after[:1])
+    pairs = train_uploads.stage_uploads(str(sliders), "smile", before[:1], after[:1])
     assert len(pairs) == 1 and sorted(os.listdir(root / "before")) == ["01.png"]
-    assert train_form.stage_uploads(str(sliders), "smile", None, []) == []
+    assert train_uploads.stage_uploads(str(sliders), "smile", None, []) == []
 
 
 def test_upload_problems(tmp_path):
@@ -363,22 +359,22 @@ def test_upload_problems(tmp_path):
              ([good, png(tmp_path / "x" / "01.jpg")], [good])]
     for before, after in cases:
         with pytest.raises(SubmitError) as excinfo:
-            train_form.stage_uploads(str(tmp_path / "s"), "n", before, after)
+            train_uploads.stage_uploads(str(tmp_path / "s"), "n", before, after)
         assert fields_of(excinfo) == ["pairs"], (before, after)
     with pytest.raises(SubmitError) as excinfo:
-        train_form.stage_uploads(str(tmp_path / "s"), "../x", [good], [good])
+        train_uploads.stage_uploads(str(tmp_path / "s"), "../x", [good], [good])
     assert fields_of(excinfo) == ["name"]
 
 
 def test_build_request_stages_uploads_and_lists_all_problems(tmp_path):
     a, b = png(tmp_path / "a" / "01.png"), png(tmp_path / "b" / "01.png", 99)
-    config, _ = train_form.build_request(image_values("", ""), str(tmp_path / "s"), [a], [b])
+    config, _ = train_form_parse.build_request(image_values("", ""), str(tmp_path / "s"), [a], [b])
     assert config["pairs"][0]["before"] == str(tmp_path / "s" / ".training" / "uploads" / "light" / "before" / "01.png")
     with pytest.raises(SubmitError) as excinfo:
-        train_form.build_request(image_values("", "", name="", rank=0), str(tmp_path / "s"), [a], [b])
+        train_form_parse.build_request(image_values("", "", name="", rank=0), str(tmp_path / "s"), [a], [b])
     assert fields_of(excinfo) == ["name", "pairs", "rank"]
     # A text slider ignores uploads.
-    assert train_form.build_request(text_values(), str(tmp_path / "s"), [a], None)[0]["pairs"] == []
+    assert train_form_parse.build_request(text_values(), str(tmp_path / "s"), [a], None)[0]["pairs"] == []
 
 
 # ---------------------------------------------------------------------------------------------- jobs and results
@@ -399,7 +395,7 @@ def test_an_existing_slider_is_only_replaced_with_overwrite(tmp_path):
     with pytest.raises(SubmitError) as excinfo:
         jobs.create(*form_to_request(text_values()))
     assert fields_of(excinfo) == ["name"]
-    assert "Overwrite" in train_form.errors_html(excinfo.value.errors)
+    assert "Overwrite" in train_messages.errors_html(excinfo.value.errors)
     job = jobs.create(*form_to_request(text_values(overwrite=True)))
     assert job.options.overwrite and job.config.name == "age"
 
@@ -414,7 +410,7 @@ def test_sliders_to_train_among_must_be_in_the_slider_list(tmp_path):
     with pytest.raises(SubmitError) as excinfo:
         jobs.create(*form_to_request(values))
     assert fields_of(excinfo) == ["train_among[1]"] and "'gone'" in excinfo.value.errors[0][1]
-    assert train_form.error_lines(excinfo.value.errors)[0].startswith(
+    assert train_messages.error_lines(excinfo.value.errors)[0].startswith(
         "Train among these sliders (train_among[1]): no slider named 'gone'")
     assert jobs.create(*form_to_request(text_values(train_among=["smile"]))).config.train_among == ["smile"]
 
@@ -423,15 +419,15 @@ def test_job_html():
     job = TrainJob("1", TrainConfig(name="<age>"), TrainOptions(), state="done", iteration=10, total=10,
                    effect={"cosine": 0.01, "gain": 0.0, "cosine_negative": 0.0, "gain_negative": 0.0},
                    does_nothing=True, output="/x/<age>.safetensors", messages=["this slider does nothing"])
-    page = train_form.job_html(job)
+    page = train_messages.job_html(job)
     assert "does nothing measurable" in page and "&lt;age&gt;" in page and "<age>" not in page
     assert "cosine 0.01" in page and "/x/&lt;age&gt;.safetensors" in page
     job.does_nothing, job.effect["cosine"] = False, 0.9
-    assert "does nothing measurable" not in train_form.job_html(job)
+    assert "does nothing measurable" not in train_messages.job_html(job)
     failed = TrainJob("2", TrainConfig(name="x"), TrainOptions(), state="failed", error="RuntimeError: boom")
-    assert "failed" in train_form.job_html(failed) and "RuntimeError: boom" in train_form.job_html(failed)
+    assert "failed" in train_messages.job_html(failed) and "RuntimeError: boom" in train_messages.job_html(failed)
     cancelled = TrainJob("3", TrainConfig(name="x"), TrainOptions(), state="cancelled", iteration=4, total=9)
-    assert "Resume" in train_form.job_html(cancelled)
+    assert "Resume" in train_messages.job_html(cancelled)
 
 
 # ---------------------------------------------------------------------------------------------- the tab (minimal)

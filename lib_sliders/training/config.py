@@ -7,19 +7,20 @@ every problem as a ``ConfigError`` whose ``field`` is a path such as ``"prompts[
 
 Values are normalised on construction: strings are stripped, integral floats become ints for integer
 fields (Gradio numbers arrive as floats), a blank neutral prompt means "same as target" and blank
-preservation lines are dropped. Values of the wrong type are left as they are for validation to report.
+preservation lines are dropped. Values of the wrong type are left as they are for validation to report
+(the value kinds are ``config_values``'s; what a name may be, ``slider_names``'s).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import SliderError
 from ..prompt.presets import DEFAULT_PRESET, PRESETS
+from .config_values import ConfigError, check_types, from_mapping, is_positive, normalise
+from .slider_names import name_problem
 
 MODES = ("text", "image")
 ACTIONS = ("enhance", "erase")
@@ -28,150 +29,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # and 1e-5 works (rohitgandikota/sliders#47).
 DEFAULT_LR = {"text": 2e-4, "image": 1e-5}
 MAX_RANK = 1024
-MAX_NAME_LENGTH = 100
-_NAME_PUNCTUATION = frozenset(" -_.()")
-# Device names Windows refuses as file stems, whatever the extension.
-_WINDOWS_RESERVED = frozenset(
-    ["con", "prn", "aux", "nul"] + [f"com{i}" for i in range(1, 10)] + [f"lpt{i}" for i in range(1, 10)]
-)
-
-
-class ConfigError(SliderError):
-    """One problem with one field of a training configuration."""
-
-    def __init__(self, field: str, problem: str):
-        self.field = field
-        self.problem = problem
-        super().__init__(f"{field}: {problem}")
-
-
-# --- value kinds: one checker/normaliser shared by construction, validation and from_dict ----------
-
-_EXPECTED = {
-    "str": "expected a string",
-    "str?": "expected a string or null",
-    "int": "expected an integer",
-    "float": "expected a number",
-    "float?": "expected a number or null",
-    "bool": "expected true or false",
-    "str[]": "expected a list of strings",
-    "float[]": "expected a list of numbers",
-    "float2": "expected a pair of numbers [low, high]",
-}
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _coerce(value: Any, kind: str, path: str) -> Any:
-    """``value`` normalised to ``kind``, or ConfigError(path, "expected ...")."""
-    if kind.endswith("?"):
-        if value is None:
-            return None
-        try:
-            return _coerce(value, kind[:-1], path)
-        except ConfigError:
-            raise ConfigError(path, _EXPECTED[kind]) from None
-    if kind == "str" and isinstance(value, str):
-        return value.strip()
-    if kind == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    if kind == "float" and _is_number(value):
-        return float(value)
-    if kind == "bool" and isinstance(value, bool):
-        return value
-    if kind == "str[]" and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return [v.strip() for v in value]
-    if kind == "float[]" and isinstance(value, (list, tuple)) and all(_is_number(v) for v in value):
-        return [float(v) for v in value]
-    if kind == "float2" and isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_is_number, value)):
-        return (float(value[0]), float(value[1]))
-    raise ConfigError(path, _EXPECTED[kind])
-
-
-def _normalise(obj: Any, kinds: dict[str, str]) -> None:
-    for name, kind in kinds.items():
-        try:
-            setattr(obj, name, _coerce(getattr(obj, name), kind, name))
-        except ConfigError:
-            pass  # validation reports it with the full path
-
-
-def _check_types(obj: Any, kinds: dict[str, str], prefix: str, errors: list[ConfigError]) -> set[str]:
-    """Names of the fields of ``obj`` that have the right type; the others are added to ``errors``."""
-    ok = set()
-    for name, kind in kinds.items():
-        try:
-            _coerce(getattr(obj, name), kind, prefix + name)
-            ok.add(name)
-        except ConfigError as error:
-            errors.append(error)
-    return ok
-
-
-def _from_mapping(cls: type, data: Any, kinds: dict[str, str], path: str, nested: dict[str, type] | None = None):
-    """Build ``cls`` from a JSON-like mapping: unknown fields and wrong types raise, missing ones default."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(path or "config", "expected an object")
-    prefix = f"{path}." if path else ""
-    nested = nested or {}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        where = f"{prefix}{key}"
-        if key in nested:
-            if not isinstance(value, (list, tuple)):
-                raise ConfigError(where, "expected a list")
-            kwargs[key] = [nested[key].from_dict(item, path=f"{where}[{i}]") for i, item in enumerate(value)]
-        elif key in kinds:
-            kwargs[key] = _coerce(value, kinds[key], where)
-        else:
-            raise ConfigError(where, f"unknown field {key!r}")
-    for f in dataclasses.fields(cls):
-        if f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING:
-            raise ConfigError(f"{prefix}{f.name}", "required")
-    return cls(**kwargs)
-
-
-def _positive(value: float) -> bool:
-    return math.isfinite(value) and value > 0
-
-
-# --- names ------------------------------------------------------------------------------------------
-
-
-def name_problem(name: str) -> str | None:
-    """Why ``name`` can't be a slider's file stem, or None when it can."""
-    if not name.strip():
-        return "must not be empty"
-    if name != name.strip():
-        return "must not start or end with whitespace"
-    if "/" in name or "\\" in name:
-        return "must not contain path separators"
-    bad = sorted({c for c in name if not (c.isalnum() or c in _NAME_PUNCTUATION)})
-    if bad:
-        return f"may only contain letters, digits, spaces and - _ . ( ); found {''.join(bad)!r}"
-    if name.startswith("."):
-        return "must not start with '.'"
-    if name.endswith("."):
-        return "must not end with '.'"  # Windows silently drops it
-    if len(name) > MAX_NAME_LENGTH:
-        return f"is too long (at most {MAX_NAME_LENGTH} characters)"
-    if name.split(".")[0].strip().lower() in _WINDOWS_RESERVED:
-        return f"{name!r} is a reserved file name on Windows"
-    return None
-
-
-def sanitize_name(text: str, fallback: str = "slider") -> str:
-    """A safe slider name made from ``text`` (e.g. a file stem): unsafe characters become ``_``."""
-    name = "".join(c if c.isalnum() or c in _NAME_PUNCTUATION else "_" for c in text.strip())
-    name = name.lstrip(".").rstrip(". ")[:MAX_NAME_LENGTH].rstrip(". ")
-    if name_problem(name):
-        name = f"{name}_" if name and name_problem(f"{name}_") is None else fallback
-    return name
 
 
 # --- the dataclasses --------------------------------------------------------------------------------
@@ -206,7 +63,7 @@ class TextPrompt:
     weight: float = 1.0  # sampling weight among several prompts
 
     def __post_init__(self) -> None:
-        _normalise(self, _PROMPT_KINDS)
+        normalise(self, _PROMPT_KINDS)
         if self.neutral == "":
             self.neutral = None  # a blank UI field means "same as target"
         if isinstance(self.preservation, list) and all(isinstance(p, str) for p in self.preservation):
@@ -216,12 +73,12 @@ class TextPrompt:
 
     @classmethod
     def from_dict(cls, data: Any, *, path: str = "") -> TextPrompt:
-        return _from_mapping(cls, data, _PROMPT_KINDS, path)
+        return from_mapping(cls, data, _PROMPT_KINDS, path)
 
     def validation_errors(self, path: str = "") -> list[ConfigError]:
         prefix = f"{path}." if path else ""
         errors: list[ConfigError] = []
-        ok = _check_types(self, _PROMPT_KINDS, prefix, errors)
+        ok = check_types(self, _PROMPT_KINDS, prefix, errors)
 
         def bad(name: str, problem: str) -> None:
             errors.append(ConfigError(prefix + name, problem))
@@ -235,9 +92,9 @@ class TextPrompt:
             bad("negative", "is the same as positive, so the slider would learn nothing")
         if "action" in ok and self.action not in ACTIONS:
             bad("action", f"unknown action {self.action!r}; choose enhance or erase")
-        if "guidance" in ok and not _positive(self.guidance):
+        if "guidance" in ok and not is_positive(self.guidance):
             bad("guidance", "must be a positive number (use action 'erase' to reverse the direction)")
-        if "weight" in ok and not _positive(self.weight):
+        if "weight" in ok and not is_positive(self.weight):
             bad("weight", "must be a positive number")
         return errors
 
@@ -250,16 +107,16 @@ class ImagePair:
     after: str  # path of the "high"/positive image
 
     def __post_init__(self) -> None:
-        _normalise(self, _PAIR_KINDS)
+        normalise(self, _PAIR_KINDS)
 
     @classmethod
     def from_dict(cls, data: Any, *, path: str = "") -> ImagePair:
-        return _from_mapping(cls, data, _PAIR_KINDS, path)
+        return from_mapping(cls, data, _PAIR_KINDS, path)
 
     def validation_errors(self, path: str = "") -> list[ConfigError]:
         prefix = f"{path}." if path else ""
         errors: list[ConfigError] = []
-        ok = _check_types(self, _PAIR_KINDS, prefix, errors)
+        ok = check_types(self, _PAIR_KINDS, prefix, errors)
         for name in ("before", "after"):
             if name in ok and not getattr(self, name):
                 errors.append(ConfigError(prefix + name, "must not be empty"))
@@ -317,7 +174,7 @@ class TrainConfig:
     among_alphas: list[float] = field(default_factory=lambda: [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0])
 
     def __post_init__(self) -> None:
-        _normalise(self, _CONFIG_KINDS)
+        normalise(self, _CONFIG_KINDS)
 
     @property
     def learning_rate(self) -> float:
@@ -328,7 +185,7 @@ class TrainConfig:
     def from_dict(cls, data: Any) -> TrainConfig:
         """The inverse of ``to_dict``; missing fields take their defaults. Raises ConfigError for unknown
         fields and wrong types (values are checked by ``validate``)."""
-        return _from_mapping(cls, data, _CONFIG_KINDS, "", nested={"prompts": TextPrompt, "pairs": ImagePair})
+        return from_mapping(cls, data, _CONFIG_KINDS, "", nested={"prompts": TextPrompt, "pairs": ImagePair})
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (tuples as lists) that ``from_dict`` reads back."""
@@ -345,7 +202,7 @@ class TrainConfig:
     def validation_errors(self) -> list[ConfigError]:
         """Every problem, in field order."""
         errors: list[ConfigError] = []
-        ok = _check_types(self, _CONFIG_KINDS, "", errors)
+        ok = check_types(self, _CONFIG_KINDS, "", errors)
 
         def bad(name: str, problem: str) -> None:
             errors.append(ConfigError(name, problem))
@@ -362,17 +219,17 @@ class TrainConfig:
                 if not self.scales:
                     bad("scales", "must not be empty")
                 for i, scale in enumerate(self.scales):
-                    if not _positive(scale):
+                    if not is_positive(scale):
                         bad(f"scales[{i}]", "must be a positive number (the slider trains at ±scale)")
         if "rank" in ok and not 1 <= self.rank <= MAX_RANK:
             bad("rank", f"must be between 1 and {MAX_RANK}")
-        if "alpha" in ok and not _positive(self.alpha):
+        if "alpha" in ok and not is_positive(self.alpha):
             bad("alpha", "must be a positive number")
         if "preset" in ok and self.preset not in PRESETS:
             bad("preset", f"unknown layer preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if "iterations" in ok and self.iterations < 1:
             bad("iterations", "must be at least 1")
-        if "lr" in ok and self.lr is not None and not _positive(self.lr):
+        if "lr" in ok and self.lr is not None and not is_positive(self.lr):
             bad("lr", "must be a positive number (leave it empty for the default: 2e-4 text, 1e-5 image)")
         if "weight_decay" in ok and not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             bad("weight_decay", "must be zero or a positive number")

@@ -25,8 +25,10 @@ from typing import Any
 
 from ..errors import SliderError
 from ..files.lora import SliderNetwork
-from ..training.config import ConfigError, TrainConfig
-from ..training.trainer import SliderTrainer, TrainProgress, TrainResult, save_trained_slider
+from ..training.config import TrainConfig
+from ..training.config_values import ConfigError
+from ..training.trained_slider import TrainResult, save_trained_slider
+from ..training.trainer import SliderTrainer, TrainProgress
 
 logger = logging.getLogger("concept_sliders")
 

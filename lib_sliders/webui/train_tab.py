@@ -1,9 +1,10 @@
 """The "Concept Sliders" tab's Train page (gradio 3.41, as the webui ships it).
 
 Widgets come from ``train_form.FORM_FIELDS`` in that order; every handler turns the widgets' values into a
-dict and leaves the logic to ``train_form`` and ``TrainingJobs``. Start and Resume run the job in the
-handler itself, inside the webui's ``wrap_gradio_gpu_call`` (queue lock, ``shared.state``, the progress
-task whose id ``slidersStartTraining`` in ``javascript/sliders.js`` puts first among the arguments).
+dict and leaves the logic to ``train_form_parse``/``train_form_fill``, ``train_uploads``, ``train_messages``
+and ``TrainingJobs``. Start and Resume run the job in the handler itself, inside the webui's
+``wrap_gradio_gpu_call`` (queue lock, ``shared.state``, the progress task whose id ``slidersStartTraining``
+in ``javascript/sliders.js`` puts first among the arguments).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from modules.ui_common import refresh_symbol
 from modules.ui_components import ToolButton
 
 from ..errors import SliderError
-from . import train_form
+from . import train_form, train_form_fill, train_form_parse, train_messages, train_uploads
 from .train_form import FIELD_NAMES, FIELDS
 from .train_jobs import SubmitError, TrainingJobs
 
@@ -89,13 +90,13 @@ class TrainTab:
     def _train(self, args, resume: bool):
         values, before, after = self.split(args)
         try:
-            config, options = train_form.build_request(values, self.sliders_dir(), before, after, resume=resume)
+            config, options = train_form_parse.build_request(values, self.sliders_dir(), before, after, resume=resume)
             job = self.jobs.create(config, options)
         except SubmitError as err:
-            return gr.update(), "", train_form.errors_html(err.errors)
+            return gr.update(), "", train_messages.errors_html(err.errors)
         self.current = job
         self.jobs.run(job)  # the gpu-call wrapper holds the queue lock
-        return job.preview, "", train_form.job_html(job)
+        return job.preview, "", train_messages.job_html(job)
 
     def cancel(self):
         job = self.running_job()
@@ -115,7 +116,7 @@ class TrainTab:
             exists = exists or self._library().get(name) is not None
         except Exception:  # noqa: BLE001 — a hint only
             pass
-        return train_form.name_hint_html(name, exists)
+        return train_messages.name_hint_html(name, exists)
 
     def _library(self):
         return self.library() if callable(self.library) else self.library
@@ -136,7 +137,7 @@ class TrainTab:
         """The multiselect with ``chosen`` picked; names the list hasn't got (a preset's, a removed file's) are
         offered too, so that nothing is dropped silently (the job then names what is missing)."""
         names = self.slider_names()
-        chosen = train_form.parse_slider_names(chosen)
+        chosen = train_form_parse.parse_slider_names(chosen)
         return gr.update(choices=[*names, *(n for n in chosen if n not in names)], value=chosen)
 
     def save_preset(self, *args):
@@ -144,30 +145,30 @@ class TrainTab:
         try:
             uploaded = []
             if train_form.mode_of(values.get("mode")) == "image" and (before or after):
-                uploaded = train_form.stage_uploads(self.sliders_dir(), values.get("name"), before, after)
-            text = train_form.form_to_json(values, uploaded)
+                uploaded = train_uploads.stage_uploads(self.sliders_dir(), values.get("name"), before, after)
+            text = train_form_parse.form_to_json(values, uploaded)
         except SubmitError as err:
-            return gr.update(), train_form.errors_html(err.errors, "The preset was not saved:")
-        path = os.path.join(tempfile.mkdtemp(prefix="sliders_preset_"), train_form.preset_file_name(values))
+            return gr.update(), train_messages.errors_html(err.errors, "The preset was not saved:")
+        path = os.path.join(tempfile.mkdtemp(prefix="sliders_preset_"), train_form_parse.preset_file_name(values))
         with open(path, "w", encoding="utf-8") as file:
             file.write(text)
-        return gr.update(value=path, visible=True), train_form.notes_html(f"Saved {os.path.basename(path)}.", [])
+        return gr.update(value=path, visible=True), train_messages.notes_html(f"Saved {os.path.basename(path)}.", [])
 
     def load_preset(self, upload):
         keep = [gr.update() for _ in FIELD_NAMES]
         if upload is None:
             return [*keep, gr.update(), gr.update(), ""]
-        path, original = train_form.upload_path(upload)
+        path, original = train_uploads.upload_path(upload)
         try:
-            form, notes = train_form.import_preset(path)
+            form, notes = train_form_fill.import_preset(path)
         except (SliderError, OSError) as err:
-            return [*keep, gr.update(), gr.update(), train_form.errors_html([("file", str(err))], "Not loaded:")]
+            return [*keep, gr.update(), gr.update(), train_messages.errors_html([("file", str(err))], "Not loaded:")]
         updates = [gr.update(value=form[name]) if name in form else gr.update() for name in FIELD_NAMES]
         if form.get("train_among"):
             updates[FIELD_NAMES.index("train_among")] = self.among_update(form["train_among"])
         text_visible, image_visible = train_form.mode_visibility(form["mode"])
         return [*updates, gr.update(visible=text_visible), gr.update(visible=image_visible),
-                train_form.notes_html(f"Loaded {original}.", notes)]
+                train_messages.notes_html(f"Loaded {original}.", notes)]
 
 
 def _mode_groups(mode):
