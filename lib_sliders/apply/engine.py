@@ -19,22 +19,38 @@ those same weights and would capture a merged delta.
 Batch rows. A sampler calls the UNet with ``R`` rows per step — in the webui, cond rows of every
 image then uncond rows — in one call or in consecutive chunks. A per-row α is a vector of length
 ``R``; the engine keeps a row cursor that each UNet call advances by its batch size and that
-``set_step`` resets, so chunked calls read the right slice.
+``set_step`` resets, so chunked calls read the right slice. Other code may call the UNet too (an extension's
+extra pass per step: SAG, regional prompting, context windows…). A call with all ``R`` rows reads the whole
+table wherever the cursor stands; a call that doesn't fit the rows left gets one α per slider for all its rows
+— the first row's, i.e. the batch's first image's (every image's when they share one), the same choice as
+when the webui's row layout can't be read — and ``on_rows_mismatch`` hears of it. Nothing raises inside the
+UNet's forward for it.
+
+Errors inside the model (``contain_errors``, the webui's setting): a slider whose delta raises during a forward
+pass (a layer's packed delta is split per slider to tell which) is turned off (both multipliers 0) instead of
+failing the generation; the UNet call is run again without it, so that call's output has none of its effect,
+and ``on_failure`` hears which sliders.
+
+Weights stored in fp8 (the webui's "FP8 weight" setting) are never merged into: a slider's delta would mostly round
+away there. Sliders on such weights go through hooks whatever the mode, their factors in the compute dtype.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import SliderFileError
 from ..files.lora import LoraModule, SliderNetwork
-from .layer_delta import LayerDelta
+from .layer_delta import LayerDelta, is_float8
 from .text_hooks import TextHooks
 from .text_targets import text_layer_index
 from .weight_merge import Contribution, WeightMerger
+
+logger = logging.getLogger("concept_sliders")
 
 MODES = ("hooks", "merged", "auto")
 TEXT_MODES = ("merged", "hooks")
@@ -89,12 +105,25 @@ class SliderEngine:
         self._cursor = 0
         self._rows: torch.Tensor | None = None  # [B, k] α of the rows in the current UNet call
         self._coef_cache: dict[int, torch.Tensor] = {}
-        self._rows_key: tuple[int, int] | None = None  # (cursor, batch) the cached coefficients are for
+        self._rows_key: tuple | None = None  # (first row or None, batch) the cached coefficients are for
+        self._call: tuple[int | None, int] | None = None  # (first row or None: fallback, batch) of the UNet call
+        # Errors raised by a slider's delta inside the model's forward: contained (the slider goes off and
+        # on_failure(names, error) hears of it) or raised (the default: training wants to see them).
+        self.contain_errors = False
+        self.on_failure: Callable[[list[str], BaseException], None] | None = None
+        # A UNet call whose rows don't fit the α table: on_rows_mismatch(batch, first_row, rows) (else a log line).
+        self.on_rows_mismatch: Callable[[int, int, int], None] | None = None
+        self._mismatch_logged = False
+        self._failed_names: set[str] = set()
+        self._broken: set[int] = set()  # ids of layer deltas that raised (never run again)
+        self._call_failed = False
         # Device copies of recent α tables, by content: a training loop alternating between a few tables (or
         # sampling steps re-setting the same α) copies each to the GPU once. A host-to-device copy from
         # ordinary memory waits for the GPU to finish its queue, which would stall every UNet call.
         self._device_tables: dict[tuple, torch.Tensor] = {}
         self._merged_key: tuple | None = None  # what the merged weights currently hold
+        self._text_merging = text_mode == "merged"  # text_mode, unless the text weights are stored in fp8
+        self._fp8_reported = False
 
     # ----- validation -------------------------------------------------------------------------
     def validate(self, network: SliderNetwork) -> None:
@@ -129,6 +158,10 @@ class SliderEngine:
         self.clear()
         if not sliders:
             return
+        networks = [s.network for s in sliders]
+        if mode != "hooks" and not self.can_merge(networks):
+            mode = "hooks"
+        self._text_merging = self.text_mode == "merged" and self.can_merge(networks, unet=False, text=True)
         if mode == "merged":
             not_uniform = [s.network.name for s in sliders if s.uniform_alpha is None]
             if not_uniform:
@@ -142,6 +175,36 @@ class SliderEngine:
         if self._hooked:
             self._attach_hooks()
         self.set_step(0, 1)
+
+    def can_merge(self, networks: Sequence[SliderNetwork], unet: bool = True, text: bool = False) -> bool:
+        """Whether the deltas of ``networks`` (their UNet part, and with ``text`` their text-encoder part) may be
+        merged into the weights they target: not when one of those is stored in fp8. A refusal is said on the
+        console, once per engine."""
+        stored = None
+        for network in networks:
+            weights = []
+            if unet:
+                for path in network.unet:
+                    try:
+                        weights.append(self.unet.get_submodule(path).weight)
+                    except AttributeError:
+                        continue  # validate() names it
+            if text:
+                for index, modules in enumerate(network.text):
+                    if modules and index < len(self.text_encoders):
+                        slots = text_layer_index(self.text_encoders[index])
+                        weights += [slots[path].weight for path in modules if path in slots]
+            stored = next((weight.dtype for weight in weights if is_float8(weight.dtype)), None)
+            if stored is not None:
+                break
+        if stored is None:
+            return True
+        if not self._fp8_reported:
+            self._fp8_reported = True
+            logger.warning("Concept Sliders: the model's weights are stored in %s (FP8 weight): sliders are added "
+                           "through hooks, not merged into the weights, where fp8 would round their deltas away",
+                           str(stored).replace("torch.", ""))
+        return False
 
     def set_alphas(self, alphas: Sequence[float | Sequence[float] | torch.Tensor]) -> None:
         """Change α of the applied sliders (same order) without re-packing weights."""
@@ -191,6 +254,10 @@ class SliderEngine:
         self._alpha_table = None
         self._rows = None
         self._rows_key = None
+        self._call = None
+        self._failed_names = set()
+        self._broken = set()
+        self._call_failed = False
         self._merged_key = None
         self._coef_cache.clear()
         self._device_tables.clear()
@@ -206,7 +273,7 @@ class SliderEngine:
             self._deltas.append(delta)
             self._handles.append(delta.layer.register_forward_hook(self._layer_hook(delta)))
         self._handles.append(self.unet.register_forward_pre_hook(self._before_unet, with_kwargs=True))
-        self._handles.append(self.unet.register_forward_hook(self._after_unet))
+        self._handles.append(self.unet.register_forward_hook(self._after_unet, with_kwargs=True))
 
     def _update_alpha_table(self) -> None:
         if not self._hooked:
@@ -222,21 +289,49 @@ class SliderEngine:
         self._rows_key = None
         self._coef_cache.clear()
 
+    @property
+    def failed(self) -> list[str]:
+        """Names of the sliders turned off because their delta raised inside the model (``contain_errors``)."""
+        return sorted(self._failed_names)
+
     def _before_unet(self, module, args, kwargs):
+        x = args[0] if args else kwargs["x"]
+        self._select_rows(x.shape[0], x.device)
+        return None
+
+    def _select_rows(self, batch: int, device: torch.device, report: bool = True) -> None:
+        """The α rows of a UNet call of ``batch`` rows (see the module docstring); never raises for its size."""
         if self._alpha_table is None:
             self._rows = None
-            return None
-        x = args[0] if args else kwargs["x"]
-        batch, total = x.shape[0], self._alpha_table.shape[0]
-        if total != 1 and self._cursor + batch > total:
-            raise ValueError(f"UNet called with {batch} rows at row {self._cursor}, but α was given for {total}")
-        if self._rows_key != (self._cursor, batch):
+            self._call = None
+            return
+        total = self._alpha_table.shape[0]
+        if total == 1 or batch == total:
+            first = 0  # one α for every row, or the whole CFG batch in one call
+        elif self._cursor + batch <= total:
+            first = self._cursor
+        else:
+            first = None  # an extra call that isn't part of the denoiser's row layout
+            if report:
+                self._rows_mismatch(batch, total)
+        self._call = (first, batch)
+        if self._rows_key != (first, batch):
             # Coefficients only change with the rows they serve; most steps reuse the last ones.
-            table = self._device_table(x.device)
-            self._rows_key = (self._cursor, batch)
-            self._rows = table.expand(batch, -1) if total == 1 else table[self._cursor:self._cursor + batch]
+            table = self._device_table(device)
+            self._rows_key = (first, batch)
+            if total == 1 or first is None:
+                self._rows = table[:1].expand(batch, -1)
+            else:
+                self._rows = table[first:first + batch]
             self._coef_cache.clear()
-        return None
+
+    def _rows_mismatch(self, batch: int, total: int) -> None:
+        if self.on_rows_mismatch is not None:
+            self.on_rows_mismatch(batch, self._cursor, total)
+        elif not self._mismatch_logged:
+            self._mismatch_logged = True
+            logger.warning("Concept Sliders: a UNet call with %d rows doesn't fit the %d rows α was set for (row %d); "
+                           "such calls get the first image's α", batch, total, self._cursor)
 
     def _device_table(self, device: torch.device) -> torch.Tensor:
         table = self._alpha_table
@@ -248,30 +343,93 @@ class SliderEngine:
             on_device = self._device_tables[key] = table.to(device)
         return on_device
 
-    def _after_unet(self, module, args, output):
-        if self._alpha_table is not None and self._alpha_table.shape[0] > 1:
-            self._cursor = (self._cursor + self._rows.shape[0]) % self._alpha_table.shape[0]
+    def _after_unet(self, module, args, kwargs, output):
+        call = self._call
+        for _ in range(len(self._hooked) + 1):  # each retry follows one more slider failing, or ends
+            if not self._call_failed:
+                break
+            # A delta raised during this call: its sliders are off now; run the call again without them (the
+            # layers before the failing one had already added their part).
+            self._call_failed = False
+            self._update_alpha_table()
+            if call is not None:
+                self._select_rows(call[1], (args[0] if args else kwargs["x"]).device, report=False)
+            output = module.forward(*args, **kwargs)
+        if call is not None and call[0] is not None and self._alpha_table is not None \
+                and self._alpha_table.shape[0] > 1:
+            self._cursor = (call[0] + call[1]) % self._alpha_table.shape[0]
+        return output
 
     def _layer_hook(self, delta: LayerDelta):
+        parts = [delta]  # the packed delta; split per slider once it raised (``contain_errors``)
+
         def hook(layer, args, output):
             rows = self._rows
             if rows is None or self._alpha_table is None:
                 return None
             x = args[0]
-            if delta.down.device != x.device:
-                # The model moved since the deltas were packed (the webui's --medvram moves the UNet in and
-                # out of the GPU): follow it, once.
-                delta.move_to(x.device)
-                self._coef_cache.pop(id(delta), None)
-            coef = self._coef_cache.get(id(delta))
-            if coef is None:
-                coef = self._coef_cache[id(delta)] = delta.coefficients(rows)
-            if x.shape[0] != coef.shape[0]:
-                # Some optimisations (hypertile) fold tiles into the batch, sample-major.
-                coef = coef.repeat_interleave(x.shape[0] // coef.shape[0], dim=0)
-            return output + delta(x, coef).to(output.dtype)
+            if len(parts) == 1:  # the usual case
+                if id(delta) in self._broken:
+                    return None
+                try:
+                    return output + self._delta_output(delta, x, rows).to(output.dtype)
+                except Exception as err:
+                    if not self.contain_errors:
+                        raise
+                    parts[:] = _split_by_owner(delta)  # which of its sliders fails?
+                    if len(parts) == 1:
+                        self._delta_failed(delta, err)
+                        return None
+            total = None
+            for part in parts:
+                if id(part) in self._broken:
+                    continue
+                try:
+                    value = self._delta_output(part, x, rows)
+                except Exception as err:
+                    self._delta_failed(part, err)
+                    continue
+                total = value if total is None else total + value
+            return None if total is None else output + total.to(output.dtype)
 
         return hook
+
+    def _delta_output(self, delta: LayerDelta, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        if delta.down.device != x.device:
+            # The model moved since the deltas were packed (the webui's --medvram moves the UNet in and
+            # out of the GPU): follow it, once.
+            delta.move_to(x.device)
+            self._coef_cache.pop(id(delta), None)
+        coef = self._coef_cache.get(id(delta))
+        if coef is None:
+            coef = self._coef_cache[id(delta)] = delta.coefficients(rows)
+        if x.shape[0] != coef.shape[0]:
+            if x.shape[0] % coef.shape[0] == 0:
+                # Some optimisations (hypertile) fold tiles into the batch, sample-major.
+                coef = coef.repeat_interleave(x.shape[0] // coef.shape[0], dim=0)
+            else:  # a layer sees rows that aren't whole copies of the call's: one α for all of them
+                coef = coef[:1].expand(x.shape[0], -1)
+        return delta(x, coef)
+
+    def _delta_failed(self, delta: LayerDelta, err: BaseException) -> None:
+        """A delta raised inside the model: it never runs again and its sliders go off (see ``contain_errors``)."""
+        self._broken.add(id(delta))
+        owners = sorted({int(i) for i in delta.owners.tolist()})
+        names = []
+        for index in owners:
+            slider = self._hooked[index]
+            if slider.network.name in self._failed_names:
+                continue
+            self._failed_names.add(slider.network.name)
+            slider.unet_multiplier = 0.0
+            slider.text_multiplier = 0.0  # conds of later batches / the hires pass: without it too
+            names.append(slider.network.name)
+        if not names:
+            return  # its sliders were off already: it added nothing
+        self._call_failed = True
+        self._apply_text()
+        if self.on_failure is not None:
+            self.on_failure(names, err)
 
     # ----- merged paths ---------------------------------------------------------------------------
     def _merge_unet(self) -> None:
@@ -290,7 +448,7 @@ class SliderEngine:
         self._unet_merger.merge(deltas)
 
     def _apply_text(self) -> None:
-        if self.text_mode == "merged":
+        if self._text_merging:
             self._merge_text()
         elif self._text_hooks is not None:
             self._text_hooks.set_alphas([s.text_alpha() for s in self._sliders])
@@ -309,6 +467,19 @@ class SliderEngine:
                     slot = slots[path]
                     deltas.setdefault(slot.weight, []).append(Contribution(module, slider.text_alpha(), slot.rows))
         self._text_merger.merge(deltas)
+
+
+def _split_by_owner(delta: LayerDelta) -> list[LayerDelta]:
+    """One delta per slider of a packed one (slices of its factors), to tell which slider's part raises."""
+    owners = delta.owners.tolist()
+    if len(set(owners)) < 2:
+        return [delta]
+    parts = []
+    for owner in sorted(set(owners)):
+        mask = delta.owners == owner
+        parts.append(LayerDelta(layer=delta.layer, down=delta.down[mask], up=delta.up[:, mask],
+                                owners=delta.owners[mask], scales=delta.scales[mask]))
+    return parts
 
 
 def _check_shape(network: SliderNetwork, path: str, layer: torch.nn.Module, module: LoraModule) -> None:

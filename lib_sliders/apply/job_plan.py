@@ -63,8 +63,11 @@ class PlannedSlider:
 class BatchPlan:
     sliders: list[PlannedSlider] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    # Requests (not prompt tags) per image: (name, α, start) for the infotext's "Sliders" field.
+    # Requests (not prompt tags) per image: (name, α, start) for the infotext's "Sliders" field…
     requested: list[list[tuple[str, float, float]]] = field(default_factory=list)
+    # …and the slider (``PlannedSlider.name``) each of those entries became.
+    requested_sliders: list[list[str]] = field(default_factory=list)
+    job_indices: list[int] = field(default_factory=list)  # the job index of each image of the batch
 
     def __bool__(self) -> bool:
         return bool(self.sliders)
@@ -92,7 +95,8 @@ def plan_batch(
     """The sliders of one batch. ``prompts[i]`` is the raw prompt (tags included) of job image ``job_indices[i]``."""
     if len(prompts) != len(job_indices):
         raise ValueError(f"{len(prompts)} prompts for {len(job_indices)} images")
-    plan = BatchPlan(requested=[[] for _ in prompts])
+    plan = BatchPlan(requested=[[] for _ in prompts], requested_sliders=[[] for _ in prompts],
+                     job_indices=list(job_indices))
     columns: dict[tuple, PlannedSlider] = {}
     resolved: dict[str, ResolvedSlider | None] = {}
     reported: set[str] = set()
@@ -111,7 +115,7 @@ def plan_batch(
                 report(f"{tag.text}: {err}")
         return resolved[tag.name]
 
-    def add(tag: SliderTag, image: int, from_prompt: bool) -> tuple[float, float] | None:
+    def add(tag: SliderTag, image: int, from_prompt: bool) -> tuple[str, float, float] | None:
         found = lookup(tag)
         if found is None:
             return None
@@ -131,7 +135,7 @@ def plan_batch(
             plan.sliders.append(column)
         column.image_alphas[image] += alpha
         column.from_prompt = column.from_prompt or from_prompt
-        return alpha, start
+        return column.name, alpha, start
 
     for image, prompt in enumerate(prompts):
         for tag in find_slider_tags(prompt):
@@ -142,7 +146,9 @@ def plan_batch(
         for request in requests:
             used = add(request.as_tag(), image, from_prompt=False)
             if used is not None:
-                plan.requested[image].append((request.name, *used))
+                slider, alpha, start = used
+                plan.requested[image].append((request.name, alpha, start))
+                plan.requested_sliders[image].append(slider)
     plan.sliders = [s for s in plan.sliders if any(s.image_alphas)]
     return plan
 

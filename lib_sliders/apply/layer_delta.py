@@ -10,7 +10,7 @@ slider by its own α:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -28,11 +28,47 @@ def _in_layer_shape(module: LoraModule, layer: torch.nn.Module) -> tuple[torch.T
     return down, up
 
 
+FLOAT8_TYPES = frozenset(getattr(torch, name) for name in
+                         ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu")
+                         if hasattr(torch, name))
+
+
+def is_float8(dtype: torch.dtype) -> bool:
+    """A storage-only 8-bit float (the webui's "FP8 weight" setting): computed in fp16/fp32, never in itself."""
+    return dtype in FLOAT8_TYPES
+
+
+def factor_dtype(weight_dtype: torch.dtype) -> torch.dtype:
+    """The dtype a slider's factors are kept in beside a weight of ``weight_dtype``.
+
+    The weight's own, unless it is stored in fp8: e4m3 flushes most small factor values to zero, so the factors
+    stay in fp32 there and are cast to the layer's compute dtype when it runs (``compute_dtype``).
+    """
+    return torch.float32 if is_float8(weight_dtype) else weight_dtype
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a layer computes in for input ``x``: autocast's when it is on for ``x``'s device, else ``x``'s."""
+    device = x.device.type
+    try:
+        enabled = torch.is_autocast_enabled(device)
+        dtype = torch.get_autocast_dtype(device) if enabled else x.dtype
+    except (TypeError, AttributeError, RuntimeError):  # torch < 2.4: per-device functions
+        if device == "cuda":
+            enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+        elif device == "cpu":
+            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        else:
+            enabled, dtype = False, x.dtype
+        dtype = dtype if enabled else x.dtype
+    return torch.float32 if not dtype.is_floating_point or is_float8(dtype) else dtype
+
+
 def _ready(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     # Trainable weights stay as they are (autocast handles their dtype; a cast would cut the graph).
     if tensor.requires_grad:
         return tensor if tensor.device == like.device else tensor.to(like.device)
-    return tensor.to(device=like.device, dtype=like.dtype)
+    return tensor.to(device=like.device, dtype=factor_dtype(like.dtype))
 
 
 @dataclass
@@ -44,6 +80,8 @@ class LayerDelta:
     up: torch.Tensor  # [out, Σr] or [out, Σr, 1, 1]
     owners: torch.Tensor  # [Σr] long: which slider (index into the engine's list) owns each rank slot
     scales: torch.Tensor  # [Σr] float: alpha/rank of the owning module, per slot
+    # (dtype, down, up): the factors cast to the compute dtype, when it isn't theirs (fp8-stored weights)
+    _cast: tuple | None = field(default=None, repr=False)
 
     @classmethod
     def pack(cls, layer: torch.nn.Module, modules: list[tuple[int, LoraModule]]) -> LayerDelta:
@@ -60,6 +98,17 @@ class LayerDelta:
     def move_to(self, device: torch.device) -> None:
         self.down, self.up = self.down.to(device), self.up.to(device)
         self.owners, self.scales = self.owners.to(device), self.scales.to(device)
+        self._cast = None
+
+    def factors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(down, up)`` in the dtype the layer computes in for ``x`` (cast once, kept while it stays the same)."""
+        dtype = compute_dtype(x)
+        down, up = self.down, self.up
+        if down.dtype == dtype or down.requires_grad or up.requires_grad:
+            return down, up
+        if self._cast is None or self._cast[0] != dtype or self._cast[1].device != x.device:
+            self._cast = (dtype, down.to(device=x.device, dtype=dtype), up.to(device=x.device, dtype=dtype))
+        return self._cast[1], self._cast[2]
 
     def coefficients(self, row_alphas: torch.Tensor) -> torch.Tensor:
         """``[rows, Σr]`` slot coefficients from ``[rows, k]`` per-slider α."""
@@ -68,10 +117,11 @@ class LayerDelta:
     def __call__(self, x: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
         """The delta for input ``x``; ``coef`` is ``[rows, Σr]`` with rows == x.shape[0]."""
         layer = self.layer
+        down, up = self.factors(x)
         if isinstance(layer, torch.nn.Conv2d):
-            hidden = F.conv2d(x, self.down, None, layer.stride, layer.padding, layer.dilation)
+            hidden = F.conv2d(x, down, None, layer.stride, layer.padding, layer.dilation)
             hidden = hidden * coef.to(hidden.dtype)[:, :, None, None]
-            return F.conv2d(hidden, self.up)
-        hidden = F.linear(x, self.down)
+            return F.conv2d(hidden, up)
+        hidden = F.linear(x, down)
         coef = coef.to(hidden.dtype).reshape(coef.shape[0], *([1] * (hidden.dim() - 2)), coef.shape[1])
-        return F.linear(hidden * coef, self.up)
+        return F.linear(hidden * coef, up)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..files.lora import LoraModule
-from .layer_delta import LayerDelta
+from .layer_delta import LayerDelta, compute_dtype, is_float8
 from .text_targets import text_layer_index
 
 _MHA_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights",
@@ -103,24 +103,36 @@ class _AttentionHook:
         if not any(alphas[slider] for _, slider, _ in self.in_parts + self.out_parts):
             return None
         call = {**_MHA_DEFAULTS, **dict(zip(_MHA_ARGS, args, strict=False)), **kwargs}
-        in_weight = _plus_deltas(attention.in_proj_weight, self.in_parts, alphas)
-        out_weight = _plus_deltas(attention.out_proj.weight, self.out_parts, alphas)
-        return _attention_forward(attention, in_weight, out_weight, **call)
+        dtype = compute_dtype(call["query"])
+        in_weight = _plus_deltas(attention.in_proj_weight, self.in_parts, alphas, dtype)
+        out_weight = _plus_deltas(attention.out_proj.weight, self.out_parts, alphas, dtype)
+        return _attention_forward(attention, in_weight, out_weight, dtype=dtype, **call)
 
 
-def _plus_deltas(weight: torch.Tensor, parts: list[tuple[slice | None, int, LoraModule]], alphas: list[float]):
-    """``weight`` + the parts' deltas (into their rows), summed in fp32 like ``WeightMerger``, in the weight's dtype."""
+def _plus_deltas(weight: torch.Tensor, parts: list[tuple[slice | None, int, LoraModule]], alphas: list[float],
+                 dtype: torch.dtype):
+    """``weight`` + the parts' deltas (into their rows), summed in fp32 like ``WeightMerger``, in the weight's dtype
+    — or in the compute ``dtype`` when the weight is stored in fp8 (the delta would round away in it)."""
     total = None
     for rows, slider, module in parts:
         if alphas[slider]:
             if total is None:
                 total = weight.to(torch.float32, copy=True)
             module.add_delta_(total if rows is None else total[rows], alphas[slider])
-    return weight if total is None else total.to(weight.dtype)
+    if total is None:
+        return _computable(weight, dtype)
+    return total.to(dtype if is_float8(weight.dtype) else weight.dtype)
+
+
+def _computable(tensor: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """``tensor`` as the functional call needs it: fp8-stored parameters (the webui's FP8 weight setting also
+    stores an attention's ``out_proj``) cast to the compute dtype, others as they are."""
+    return tensor.to(dtype) if tensor is not None and is_float8(tensor.dtype) else tensor
 
 
 def _attention_forward(attention: torch.nn.MultiheadAttention, in_weight: torch.Tensor, out_weight: torch.Tensor,
-                       query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal):
+                       query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal,
+                       dtype: torch.dtype):
     """``nn.MultiheadAttention.forward`` (fused q/k/v, slow path) with the given projection weights.
 
     The masks need no canonicalising here: ``multi_head_attention_forward`` does it too, and it is idempotent.
@@ -136,12 +148,13 @@ def _attention_forward(attention: torch.nn.MultiheadAttention, in_weight: torch.
                 value = key
         else:
             query, key, value = (x.transpose(1, 0) for x in (query, key, value))
+    in_bias, bias_k, bias_v, out_bias = (_computable(t, dtype) for t in (
+        attention.in_proj_bias, attention.bias_k, attention.bias_v, attention.out_proj.bias))
     output, weights = F.multi_head_attention_forward(
-        query, key, value, attention.embed_dim, attention.num_heads, in_weight, attention.in_proj_bias,
-        attention.bias_k, attention.bias_v, attention.add_zero_attn, attention.dropout, out_weight,
-        attention.out_proj.bias, training=attention.training, key_padding_mask=key_padding_mask,
-        need_weights=need_weights, attn_mask=attn_mask, average_attn_weights=average_attn_weights,
-        is_causal=is_causal)
+        query, key, value, attention.embed_dim, attention.num_heads, in_weight, in_bias, bias_k, bias_v,
+        attention.add_zero_attn, attention.dropout, out_weight, out_bias, training=attention.training,
+        key_padding_mask=key_padding_mask, need_weights=need_weights, attn_mask=attn_mask,
+        average_attn_weights=average_attn_weights, is_causal=is_causal)
     if attention.batch_first and batched:
         output = output.transpose(1, 0)
     return output, weights

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ..files.lora import LoraModule
+from .layer_delta import is_float8
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,15 @@ class WeightMerger:
 
     @torch.no_grad()
     def merge(self, deltas: dict[torch.Tensor, list[Contribution]]) -> None:
-        """Set each weight to original + Σ contributions; weights merged before but not listed are restored."""
+        """Set each weight to original + Σ contributions; weights merged before but not listed are restored.
+
+        Weights stored in fp8 are refused (``ValueError``, nothing written): a slider's delta is mostly below
+        fp8's resolution at a weight's magnitude and would round away. Apply such sliders through hooks.
+        """
+        fp8 = [weight for weight in deltas if is_float8(weight.dtype)]
+        if fp8:
+            raise ValueError(f"can't merge sliders into weights stored in {fp8[0].dtype} (their deltas would round "
+                             "away): apply them through hooks")
         for weight in [weight for weight in self._backups if weight not in deltas]:
             self._restore(weight)
         for weight, contributions in deltas.items():

@@ -16,7 +16,7 @@ import gradio as gr
 from modules import shared, ui_extra_networks, ui_extra_networks_user_metadata
 
 from ..files.metadata import DEFAULT_ALPHA_RANGE
-from ..library import SliderLibrary
+from ..library.slider_library import SliderLibrary
 from ..prompt.prompt_tags import format_number
 from .user_metadata import ALPHA_RANGE_KEY, DEFAULT_START_KEY, merged_info
 

@@ -9,6 +9,15 @@ The webui drives it in this order (``modules/processing.py``; the entry script w
    uncond rows) and the step for start/stop gates;
 4. ``finish`` (``Script.postprocess``; ``Script.before_process`` of the next job as a backstop).
 
+The ``Sliders`` / ``Slider hashes`` infotext of an image lists only sliders that were applied to it: each image's
+record is written when its batch is applied and loses a slider that fails later (inside the model while
+sampling). A slider that fails is reported (console and the comments under the image) and left out of the image.
+
+The model: the webui may make another already loaded model current without ``on_model_loaded`` (the setting
+"Maximum number of checkpoints loaded at the same time" > 1: "Using already loaded model …", also for the refiner
+and the hires checkpoint). So at every batch and every sampling step the runtime checks that its engine sits on
+``shared.sd_model``'s UNet (the module itself) and moves the sliders over when it doesn't.
+
 Nothing here imports the webui: the model, options and the ``AND``-prompt counter come in through
 ``Host``, so the logic runs the same against the real webui and its test double.
 """
@@ -25,9 +34,10 @@ from ..apply.job_plan import BatchPlan, ResolvedSlider, SliderRequest, plan_batc
 from ..errors import SliderError, SliderFileError
 from ..files.metadata import slider_info
 from ..files.slider_file import check_compatible
-from ..library import SliderLibrary
+from ..library.slider_library import SliderLibrary
 from ..prompt.infotext import HASHES_KEY, SLIDERS_KEY, format_hashes, format_sliders
 from .models import model_arch, text_encoders_of, unet_of
+from .user_metadata import merged_info, read_user_metadata
 
 logger = logging.getLogger("concept_sliders")
 
@@ -45,13 +55,42 @@ class Host:
 
 
 @dataclass
+class ImageRecord:
+    """What one image of the job got, for its infotext.
+
+    A slider counts as in the image when some pass (first pass, hires pass) applied it with α ≠ 0 and it didn't
+    fail in that pass; one that failed and was never in the image is left out of both fields (a request at α 0
+    that never failed stays in ``Sliders``).
+    """
+
+    entries: list[tuple[str, float, float]] = field(default_factory=list)  # "Sliders": the requests' entries…
+    entry_sliders: list[str] = field(default_factory=list)  # …and the slider each entry became
+    hashes: dict[str, str] = field(default_factory=dict)  # slider → short hash
+    applied: dict[str, int] = field(default_factory=dict)  # slider → passes that applied it with α ≠ 0
+    failed: set[str] = field(default_factory=set)  # sliders that failed in some pass
+
+    def has(self, name: str) -> bool:
+        return self.applied.get(name, 0) > 0
+
+    def sliders_value(self) -> str | None:
+        entries = [e for e, name in zip(self.entries, self.entry_sliders, strict=True)
+                   if self.has(name) or name not in self.failed]
+        return format_sliders(entries) if entries else None
+
+    def hashes_value(self) -> str | None:
+        hashes = {name: h for name, h in self.hashes.items() if self.has(name)}
+        return format_hashes(hashes) if hashes else None
+
+
+@dataclass
 class JobState:
     """What the runtime keeps on ``p`` (``p.sliders_job``) for one job."""
 
     requests: list[SliderRequest]
-    infotext: dict[int, str] = field(default_factory=dict)  # job image index → "Sliders" value
-    hashes: dict[int, str] = field(default_factory=dict)  # job image index → "Slider hashes" value
+    images: dict[int, ImageRecord] = field(default_factory=dict)  # job image index → what it got
+    failed: dict[str, str] = field(default_factory=dict)  # slider → error: off for the rest of the job
     reported: set[str] = field(default_factory=set)
+    rows_warned: bool = False
     plan: BatchPlan | None = None
     tags_only: bool = False  # started without our script: planned from the prompts at activation
     planned_batch: int | None = None
@@ -77,29 +116,25 @@ class SlidersRuntime:
         p.sliders_job = job
 
         def sliders_field(p=None, index=0, all_prompts=None, use_main_prompt=False, **kwargs):
-            return _job(p).infotext.get(_job_index(p, index, all_prompts, use_main_prompt)) if _job(p) else None
+            record = _record(p, index, all_prompts, use_main_prompt)
+            return record.sliders_value() if record else None
 
         def hashes_field(p=None, index=0, all_prompts=None, use_main_prompt=False, **kwargs):
-            return _job(p).hashes.get(_job_index(p, index, all_prompts, use_main_prompt)) if _job(p) else None
+            record = _record(p, index, all_prompts, use_main_prompt)
+            return record.hashes_value() if record else None
 
         # Callables (not strings) because each image of the job can have its own sliders.
         p.extra_generation_params[SLIDERS_KEY] = sliders_field
         p.extra_generation_params[HASHES_KEY] = hashes_field
 
     def plan_batch(self, p, prompts: Sequence[str], batch_number: int) -> BatchPlan:
+        """The batch's sliders (``Script.before_process_batch``). The infotext is written when they're applied."""
         job = _job(p)
         if job is None:  # our process() didn't run for this job: tags only
             job = p.sliders_job = JobState([])
+        self.follow_model()
         plan = self._plan(p, job, prompts, batch_number)
         job.plan = plan
-        for image, job_index in enumerate(job_image_indices(batch_number, len(prompts))):
-            if plan.requested[image]:
-                job.infotext[job_index] = format_sliders(plan.requested[image])
-            if self.host.add_hashes():
-                used = [s.name for s in plan.sliders if s.image_alphas[image]]
-                hashes = self._hashes(used)
-                if hashes:
-                    job.hashes[job_index] = format_hashes(hashes)
         return plan
 
     def _plan(self, p, job: JobState, prompts: Sequence[str], batch_number: int) -> BatchPlan:
@@ -144,40 +179,163 @@ class SlidersRuntime:
         job.planned_batch = iteration
         return job
 
-    def _apply_plan(self, p, plan: BatchPlan | None) -> None:
+    def _apply_plan(self, p, plan: BatchPlan | None, record: bool = True) -> None:
+        """Apply ``plan`` to ``shared.sd_model``. ``record``: a pass of its images (False: the same pass moved to
+        another model, whose outcome doesn't change what the images got)."""
         if not plan:
             self._check_cond_cache(p, [])
             self.clear()
+            if plan is not None and record:
+                self._record(p, plan, set())  # requests at α 0 still go into the infotext
             return
+        job = _job(p)
         model = self.host.sd_model()
         engine = self._engine_for(model)
         sliders = []
         kept = []
+        failed = set()
         for planned in plan.sliders:
+            if job is not None and planned.name in job.failed:
+                failed.add(planned.name)  # failed earlier in this job (reported then)
+                continue
             try:
                 engine.validate(planned.network)
             except SliderError as err:
                 self.report(p, f"<slider:{planned.name}>: {err}")
+                failed.add(planned.name)
+                continue
+            except Exception as err:  # a bug must not leave the last batch's sliders on: this one goes without
+                self._slider_failed(p, planned.name, err, "couldn't be applied")
+                failed.add(planned.name)
                 continue
             kept.append(planned)
             sliders.append(ActiveSlider(planned.network, alpha=planned.image_alphas[0], start=planned.start,
                                         stop=planned.stop, unet_multiplier=planned.unet,
                                         text_multiplier=self._text_multiplier(p, planned)))
-        plan.sliders = kept
-        self._check_cond_cache(p, sliders)
         if not sliders:
+            plan.sliders = kept
+            self._check_cond_cache(p, [])
+            if record:
+                self._record(p, plan, failed)
             self.clear()
             return
         mode = "auto" if self.host.apply_mode() == "auto" and not self.host.lora_may_write_weights(p) else "hooks"
+        if mode != "hooks" and not engine.can_merge([s.network for s in sliders]):
+            mode = "hooks"  # weights stored in fp8 (FP8 weight setting): the engine said why, once
         key = (mode, tuple(s.key for s in kept))
+        reused = False
         if key == self._applied_key and engine.sliders:
-            engine.set_alphas([s.alpha for s in sliders])  # X/Y cells that differ only in α land here
-        else:
-            engine.apply(sliders, mode=mode)
-            self._applied_key = key
+            try:
+                engine.set_alphas([s.alpha for s in sliders])  # batches that differ only in α land here
+                reused = True
+            except Exception:
+                engine.clear()  # applied anew below, one by one if need be
+        if not reused:
+            self._applied_key = None
+            sliders, applied = self._engine_apply(p, engine, sliders, kept, mode)
+            applied_ids = {id(column) for column in applied}
+            failed.update(column.name for column in kept if id(column) not in applied_ids)
+            kept = applied
+            self._applied_key = (mode, tuple(s.key for s in kept)) if kept else None
+        failed.update(engine.failed)
+        plan.sliders = kept
+        self._check_cond_cache(p, sliders)
+        if record:
+            self._record(p, plan, failed)
+        if not kept:
+            self.clear()
+            return
         self._applied = plan
         self._applied_p = p
         self._layout = None
+
+    def _engine_apply(self, p, engine: SliderEngine, sliders: list[ActiveSlider], planned: list,
+                      mode: str) -> tuple[list[ActiveSlider], list]:
+        """Apply ``sliders``; when that raises, find the ones that fail, report them and apply the others.
+
+        Returns the applied sliders and their planned sliders.
+        """
+        try:
+            engine.apply(sliders, mode=mode)
+            return sliders, planned
+        except Exception as err:  # an engine error must not cost the image: it is made without the culprit
+            error = err
+        engine.clear()
+        good, good_planned = [], []
+        for slider, column in zip(sliders, planned, strict=True):
+            try:
+                engine.apply([slider], mode=mode)
+            except Exception as err:
+                self._slider_failed(p, column.name, err, "couldn't be applied")
+            else:
+                good.append(slider)
+                good_planned.append(column)
+            finally:
+                engine.clear()
+        if len(good) == len(sliders):
+            good, good_planned = [], []  # they only fail together: all of them are off
+            for column in planned:
+                self._slider_failed(p, column.name, error, "couldn't be applied")
+        if good:
+            try:
+                engine.apply(good, mode=mode)
+            except Exception as err:
+                engine.clear()
+                for column in good_planned:
+                    self._slider_failed(p, column.name, err, "couldn't be applied")
+                return [], []
+        return good, good_planned
+
+    def _slider_failed(self, p, name: str, err: BaseException, what: str) -> None:
+        """``name`` raised an error: off for the rest of the job, reported once (with the traceback on the console)."""
+        job = _job(p)
+        if job is not None:
+            job.failed.setdefault(name, str(err))
+        self.report(p, f"<slider:{name}>: {what} ({type(err).__name__}: {err}); the image is made without it",
+                    error=err)
+
+    def _record(self, p, plan: BatchPlan, failed: set[str]) -> None:
+        """What each image of ``plan`` got in this pass (``plan.sliders``: the applied ones), for its infotext."""
+        job = _job(p)
+        if job is None:
+            return
+        add_hashes = self.host.add_hashes()
+        for image, index in enumerate(plan.job_indices):
+            record = job.images.setdefault(index, ImageRecord())
+            if not record.entries:  # the requests are the job's: the hires pass has the same
+                record.entries = list(plan.requested[image])
+                record.entry_sliders = list(plan.requested_sliders[image])
+            record.failed.update(failed)
+            used = [s.name for s in plan.sliders if s.image_alphas[image]]
+            for name in used:
+                record.applied[name] = record.applied.get(name, 0) + 1
+            if add_hashes:
+                record.hashes.update(self._hashes([name for name in used if name not in record.hashes]))
+
+    def _late_failure(self, names: list[str], err: BaseException) -> None:
+        """The engine turned sliders off because they raised inside the model while sampling."""
+        p, plan = self._applied_p, self._applied
+        job = _job(p)
+        for name in names:
+            self._slider_failed(p, name, err, "failed inside the model")
+        if job is not None and plan is not None:
+            for index in plan.job_indices:  # this pass gave them nothing
+                record = job.images.setdefault(index, ImageRecord())
+                record.failed.update(names)
+                for name in names:
+                    if record.applied.get(name, 0) > 0:
+                        record.applied[name] -= 1
+
+    def _rows_mismatch(self, batch: int, first_row: int, rows: int) -> None:
+        """A UNet call that isn't one of the denoiser's (another extension's extra pass): it got one α per slider."""
+        job = _job(self._applied_p)
+        holder = job if job is not None else self  # once per job (per runtime without one)
+        if getattr(holder, "rows_warned", False):
+            return
+        holder.rows_warned = True
+        logger.warning("Concept Sliders: the UNet was called with %d rows at row %d of the %d the sampler's batch has "
+                       "(another extension's extra pass?); such calls get the first image's α for all their rows",
+                       batch, first_row, rows)
 
     def _text_multiplier(self, p, planned) -> float:
         # A batch's prompts go through the text encoder together (and its negative prompts share one
@@ -215,6 +373,11 @@ class SlidersRuntime:
             # postprocess, then an extension's own sampling): it must not get our sliders.
             self.clear()
             return
+        if not self._on_current_model():  # e.g. the refiner, switched to without on_model_loaded
+            self.follow_model()
+            engine, plan = self._engine, self._applied
+            if engine is None or plan is None or not engine.sliders:
+                return
         rows = int(params.x.shape[0])
         cond_rows = _rows(params.text_cond)
         layout = (rows, cond_rows, bool(getattr(p, "is_hr_pass", False)))
@@ -253,7 +416,24 @@ class SlidersRuntime:
         p, plan = self._applied_p, self._applied
         self.clear()
         if plan:
-            self._apply_plan(p, plan)
+            self._apply_plan(p, plan, record=False)
+
+    def follow_model(self) -> None:
+        """Move the applied sliders to ``shared.sd_model`` when the engine sits on another UNet.
+
+        The webui switches to an already loaded model without ``on_model_loaded`` (see the module docstring):
+        the old model must keep no hook and the sliders must act on the new one.
+        """
+        if self._engine is None or self._on_current_model():
+            return
+        p, plan = self._applied_p, self._applied
+        self.clear()
+        if plan and self.host.sd_model() is not None:
+            self._apply_plan(p, plan, record=False)
+
+    def _on_current_model(self) -> bool:
+        model = self.host.sd_model()
+        return self._engine is not None and self._engine_model is model and self._engine.unet is _unet_or_none(model)
 
     def clear(self) -> None:
         """Take every slider off the model; the engine (and its references to the model) goes too."""
@@ -272,26 +452,33 @@ class SlidersRuntime:
 
     # ------------------------------------------------------------------ helpers
 
-    def report(self, p, message: str) -> None:
-        """A problem the user must see: console and the result's info text, once per job."""
+    def report(self, p, message: str, error: BaseException | None = None) -> None:
+        """A problem the user must see: console (with ``error``'s traceback) and the comments under the image,
+        once per job."""
         job = _job(p)
         if job is not None:
             if message in job.reported:
                 return
             job.reported.add(message)
-        logger.warning("Concept Sliders: %s", message)
+        logger.warning("Concept Sliders: %s", message,
+                       exc_info=(type(error), error, error.__traceback__) if error is not None else None)
         comment = getattr(p, "comment", None)
         if callable(comment):
             comment(f"Concept Sliders: {message}")
 
     def _engine_for(self, sd_model) -> SliderEngine:
-        if self._engine is not None and self._engine_model is sd_model:
+        if self._engine is not None and self._engine_model is sd_model and self._engine.unet is unet_of(sd_model):
             return self._engine
         self.clear()
         # Text-encoder deltas as forward hooks: the built-in Lora rewrites those weights lazily and
         # would capture (and keep) anything merged into them.
         self._engine = SliderEngine(unet_of(sd_model), text_encoders_of(sd_model), text_mode="hooks")
         self._engine_model = sd_model
+        # A slider failing inside the model must not fail the generation; nor must another extension's UNet
+        # calls of other sizes (see SliderEngine).
+        self._engine.contain_errors = True
+        self._engine.on_failure = self._late_failure
+        self._engine.on_rows_mismatch = self._rows_mismatch
         return self._engine
 
     def _resolver(self) -> Callable[[str], ResolvedSlider]:
@@ -306,7 +493,11 @@ class SlidersRuntime:
                 raise SliderError("the loaded model is not SD 1.x, SD 2.x or SDXL")
             network = library.load(name)
             check_compatible(network, arch)
-            return ResolvedSlider(network, slider_info(network.metadata).default_start)
+            start = slider_info(network.metadata).default_start
+            entry = library.get(name)
+            if entry is not None:  # the user's default start (card editor, NAME.json) wins over the file's
+                start = merged_info({"default_start": start}, read_user_metadata(entry.path))["default_start"]
+            return ResolvedSlider(network, start)
 
         return resolve
 
@@ -359,6 +550,18 @@ def _job_index(p, index: int, all_prompts, use_main_prompt: bool = False) -> int
 
 def _job(p) -> JobState | None:
     return getattr(p, "sliders_job", None) if p is not None else None
+
+
+def _record(p, index: int, all_prompts, use_main_prompt: bool) -> ImageRecord | None:
+    job = _job(p)
+    return job.images.get(_job_index(p, index, all_prompts, use_main_prompt)) if job is not None else None
+
+
+def _unet_or_none(sd_model):
+    try:
+        return unet_of(sd_model)
+    except AttributeError:
+        return None
 
 
 def _rows(cond) -> int:

@@ -13,7 +13,7 @@ import sys
 
 from modules import call_queue, extra_networks, prompt_parser, script_callbacks, scripts, shared, ui_extra_networks
 
-from ..library import SliderLibrary
+from ..library.slider_library import SliderLibrary
 from . import api, settings, xyz
 from .args import EMPTY_ARGS, parse_args
 from .network import ExtraNetworkSlider
@@ -76,9 +76,10 @@ def lora_may_write_weights(p) -> bool:
         return False
     if networks.loaded_networks or getattr(shared.opts, "sd_lora", "None") not in ("None", "", None):
         return True
-    data = getattr(p, "extra_network_data", None) or {}
-    if "lora" in data or "lyco" in data:
-        return True
+    # The hires pass activates its own prompt's networks: a Lora named only there writes the weights then.
+    for data in (getattr(p, "extra_network_data", None), getattr(p, "hr_extra_network_data", None)):
+        if data and ("lora" in data or "lyco" in data):
+            return True
     model = shared.sd_model
     unet = getattr(getattr(model, "model", None), "diffusion_model", None)
     return unet is None or any(getattr(m, "network_current_names", ()) for m in unet.modules())

@@ -30,7 +30,8 @@ def register() -> None:
         ),
         "sliders_apply_mode": shared.OptionInfo(
             next(iter(APPLY_MODES)), "How sliders are applied", gr.Radio, {"choices": list(APPLY_MODES)},
-        ).info("merging costs nothing per step but needs the built-in Lora idle; per-image α always uses hooks"),
+        ).info("merging costs nothing per step but needs the built-in Lora idle and weights not stored in fp8; "
+               "per-image α always uses hooks"),
         "sliders_include_lora_dir": shared.OptionInfo(
             True, "Also list sliders found in the Lora folder (files whose metadata says they are sliders)",
         ),

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 
+import torch
 from modules import devices, lowvram, processing, prompt_parser, sd_hijack, shared
 
 from ..errors import SliderError
@@ -35,6 +35,32 @@ def _require_model():
     return model
 
 
+def restore_lora_weights(model) -> int:
+    """Take the built-in Lora's networks off ``model``'s weights now; returns how many layers were put back.
+
+    Lora merges into weights and restores them lazily: after a generation with ``<lora:…>`` the weights hold it
+    until each layer's next forward (``network_apply_weights``, called from its patched forward). Training must
+    start from the bare model, and anything that backs weights up meanwhile (merged sampling) would keep the Lora
+    in them for good. So nothing is wanted any more (``load_networks([])``), and every layer that has a network
+    merged runs Lora's own ``network_apply_weights``: with nothing wanted it copies its backup back and marks
+    itself clean. Nothing to do when the Lora extension is off.
+    """
+    try:
+        import networks
+    except ImportError:
+        return 0
+    if not hasattr(networks, "load_networks") or not hasattr(networks, "network_apply_weights"):
+        return 0  # some other module of that name
+    networks.load_networks([])
+    restored = 0
+    with torch.no_grad():  # as in a generation: the copies go into parameters
+        for module in model.modules():
+            if getattr(module, "network_current_names", ()):
+                networks.network_apply_weights(module)
+                restored += 1
+    return restored
+
+
 def make_host(runtime, sliders_dir, queue_lock, on_saved, library=None) -> TrainingHost:
     """``library``: a callable returning the slider list (``SliderLibrary``), for training among sliders."""
     state = {"optimizations_undone": False}
@@ -42,9 +68,7 @@ def make_host(runtime, sliders_dir, queue_lock, on_saved, library=None) -> Train
     def prepare():
         model = _require_model()
         runtime.clear()
-        networks = sys.modules.get("networks")  # the built-in Lora: weights go back on the next forward
-        if networks is not None and hasattr(networks, "load_networks"):
-            networks.load_networks([])
+        restore_lora_weights(model)
         if not getattr(shared.opts, "training_xattention_optimizations", False):
             sd_hijack.undo_optimizations()
             state["optimizations_undone"] = True

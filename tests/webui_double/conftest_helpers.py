@@ -14,7 +14,9 @@
 5. ``scripts/xyz_grid.py`` then ``scripts/concept_sliders.py`` are imported by ``load_scripts`` (file-name
    module names, extension folder on ``sys.path`` during import), then on_model_loaded, the registries'
    ``initialize()``, ``on_before_ui``, the txt2img UI in a ``gr.Blocks`` and ``on_app_started`` run in
-   the webui's start-up order.
+   the webui's start-up order. ``webui_env(tmp_root, lora=True)`` also loads the built-in Lora's double
+   (``extensions-builtin/Lora``, between the two, as built-in extensions load): its class-level patches of
+   Linear/Conv2d/… forwards stay on until the env closes.
 
 ``WebuiEnv.run(p)`` runs ``process_images`` and then checks the model is exactly as before (weights
 bitwise, no hooks) and that no error was swallowed.
@@ -38,9 +40,12 @@ REPO_ROOT = os.path.dirname(TESTS_DIR)
 SEED = 1234
 
 
+LORA_MODULES = ("networks", "network", "lora_patches", "extra_networks_lora")
+
+
 def _purged(name: str) -> bool:
     return name == "modules" or name.startswith("modules.") or name == "lib_sliders.webui" \
-        or name.startswith("lib_sliders.webui.")
+        or name.startswith("lib_sliders.webui.") or name in LORA_MODULES
 
 
 def purge_modules() -> dict:
@@ -220,6 +225,7 @@ class WebuiEnv:
         import modules.processing
         import modules.script_callbacks
         import modules.scripts
+        import modules.sd_models
         import modules.shared
         import modules.ui_extra_networks
 
@@ -231,6 +237,7 @@ class WebuiEnv:
         m.errors.reported.clear()
         m.shared.state.begin()
         m.shared.opts.data.clear()
+        m.sd_models.model_data.loaded_sd_models.clear()  # models other tests loaded
         m.shared.sd_model = self.model
         for cls in (m.processing.StableDiffusionProcessing, m.processing.StableDiffusionProcessingTxt2Img):
             for name in ("cached_c", "cached_uc", "cached_hr_c", "cached_hr_uc"):
@@ -316,7 +323,7 @@ def _load_file(name, path):
 
 
 @contextlib.contextmanager
-def webui_env(root: str):
+def webui_env(root: str, lora: bool = False):
     saved_path = list(sys.path)
     saved_modules = purge_modules()
     sys.path.insert(0, DOUBLE_DIR)
@@ -357,7 +364,9 @@ def webui_env(root: str):
         write_sliders(model, sliders_dir)
         shared.sd_model = model
 
+        lora_script = os.path.join(DOUBLE_DIR, "extensions-builtin", "Lora", "scripts", "lora_script.py")
         scripts.load_scripts([(paths.script_path, os.path.join(DOUBLE_DIR, "scripts", "xyz_grid.py")),
+                              *([(os.path.dirname(os.path.dirname(lora_script)), lora_script)] if lora else []),
                               (REPO_ROOT, os.path.join(REPO_ROOT, "scripts", "concept_sliders.py"))])
         from modules import errors
 
@@ -389,6 +398,12 @@ def webui_env(root: str):
     finally:
         if gradio_patch is not None:
             gradio_patch.undo()
+        leftover = sys.modules.get("modules.patches")
+        if leftover is not None:  # class patches a failed start left on (Lora's are undone when scripts unload)
+            for patched in leftover.originals.values():
+                for (owner, name), original in list(patched.items()):
+                    setattr(owner, name, original)
+                patched.clear()
         purge_modules()
         restore_modules(saved_modules)
         sys.path[:] = saved_path

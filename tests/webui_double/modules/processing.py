@@ -1,11 +1,13 @@
 """txt2img processing: ``StableDiffusionProcessingTxt2Img`` (``p``), ``process_images`` and the infotext.
 
-``process_images_inner`` follows the webui's order: before_process → setup_prompts/seeds → scripts.process
-→ per batch n: prompts slice → before_process_batch → tags parsed (prompts stripped) → extra networks
-activated → process_batch → conds (cached, the key includes ``extra_network_data``) → sample (hires pass:
-second activate) → post_sample → decode → infotexts (+ a grid) → after all batches: deactivate (only if
-the first prompt had tags) → postprocess. Left out: styles, face restore, saving, grids, img2img, refiner, VAE
-options, override_settings' model reloads, prompt editing/emphasis.
+``process_images`` follows the webui's order: before_process → the settings' checkpoint reloaded
+(``sd_models.reload_model_weights``; a switch to an already loaded model fires no ``on_model_loaded``) →
+setup_prompts/seeds → scripts.process → per batch n: the checkpoint reloaded again (the refiner may have switched
+it) → prompts slice → before_process_batch → tags parsed (prompts stripped) → extra networks activated →
+process_batch → conds (cached, the key includes ``extra_network_data``) → sample (hires pass: second activate) →
+post_sample → decode → infotexts (+ a grid) → after all batches: deactivate (only if the first prompt had tags) →
+postprocess. Left out: styles, face restore, saving, grids, img2img, refiner, VAE options, loading checkpoints
+from files, prompt editing/emphasis.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from modules import errors, extra_networks, infotext_utils, prompt_parser, scripts, sd_samplers, shared
+from modules import errors, extra_networks, infotext_utils, prompt_parser, scripts, sd_models, sd_samplers, shared
 from modules.shared import opts, state
 from PIL import Image
 
@@ -341,14 +343,20 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
     stored = {k: opts.data[k] for k in p.override_settings if k in opts.data}
     missing = [k for k in p.override_settings if k not in opts.data]
     try:
+        if "sd_model_checkpoint" not in p.override_settings:
+            sd_models.reload_model_weights()
         for k, v in p.override_settings.items():
             opts.set(k, v, is_api=True, run_callbacks=False)
+            if k == "sd_model_checkpoint":
+                sd_models.reload_model_weights()
         return process_images_inner(p)
     finally:
         if p.override_settings_restore_afterwards:
             opts.data.update(stored)
             for k in missing:
                 opts.data.pop(k, None)
+            if "sd_model_checkpoint" in p.override_settings:
+                sd_models.reload_model_weights()
 
 
 def process_images_inner(p: StableDiffusionProcessing) -> Processed:
@@ -371,6 +379,7 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
                 state.skipped = False
             if state.interrupted or state.stopping_generation:
                 break
+            sd_models.reload_model_weights()  # model can be changed for example by refiner
             batch = slice(n * p.batch_size, (n + 1) * p.batch_size)
             p.prompts, p.negative_prompts = p.all_prompts[batch], p.all_negative_prompts[batch]
             p.seeds, p.subseeds = p.all_seeds[batch], p.all_subseeds[batch]

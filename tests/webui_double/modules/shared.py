@@ -2,12 +2,14 @@
 
 ``options_templates`` *is* ``opts.data_labels`` (extensions that add templates at import see their defaults
 through ``opts``); the few webui settings the double's pipeline reads are declared here with the webui's
-defaults. ``cmd_opts`` is rebuilt by the fixture (it runs the extension's ``preload.py`` on a parser).
+defaults. ``sd_model`` is a property over ``sd_models.model_data``, as in the webui (``shared_items.Shared``).
+``cmd_opts`` is rebuilt by the fixture (it runs the extension's ``preload.py`` on a parser).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from modules import options
 from modules.options import OptionInfo, options_section  # noqa: F401  (extensions use shared.OptionInfo)
@@ -24,6 +26,9 @@ options_templates.update(options_section(("saving-images", "Saving images/grids"
 options_templates.update(options_section(("sd", "Stable Diffusion"), {
     "sd_lora": OptionInfo("None", "Add network to prompt"),
     "CLIP_stop_at_last_layers": OptionInfo(1, "Clip skip"),
+    "sd_model_checkpoint": OptionInfo(None, "Stable Diffusion checkpoint"),
+    "sd_checkpoints_limit": OptionInfo(1, "Maximum number of checkpoints loaded at the same time"),
+    "sd_checkpoints_keep_in_cpu": OptionInfo(True, "Only keep one model on device"),
 }))
 options_templates.update(options_section(("optimizations", "Optimizations"), {
     "persistent_cond_cache": OptionInfo(True, "Persistent cond cache"),
@@ -73,5 +78,24 @@ class State:
 
 
 state = State()
-sd_model = None  # the loaded model (a property over sd_models.model_data in the webui; settable here)
 device = "cpu"
+
+
+class Shared(sys.modules[__name__].__class__):
+    """As in the webui: ``sd_model`` is a property over ``sd_models.model_data`` (assigning it makes that model
+    the current one and puts it first among the loaded models)."""
+
+    @property
+    def sd_model(self):
+        import modules.sd_models
+
+        return modules.sd_models.model_data.get_sd_model()
+
+    @sd_model.setter
+    def sd_model(self, value):
+        import modules.sd_models
+
+        modules.sd_models.model_data.set_sd_model(value)
+
+
+sys.modules[__name__].__class__ = Shared
