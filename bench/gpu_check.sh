@@ -82,9 +82,12 @@ echo "- $versions"
 echo "- host: $(nproc) CPUs; commit $commit; \`bash bench/gpu_check.sh\`"
 echo
 
-step "Training speed: official loop and ours, side by side (SD1.5, SDXL, 512 px)" 320 \
-  "$PY" bench/train_speed.py --device cuda --official --models sd15,sdxl --resolution 512 \
+step "Training speed: official loop and ours, side by side (SD1.5, 512 px)" 150 \
+  "$PY" bench/train_speed.py --device cuda --official --models sd15 --resolution 512 \
   --iterations 16 --official-iterations 8 --extra-schedule 10:4 --markdown
+step "Training speed: official loop and ours, side by side (SDXL, 1024 px, gradient checkpointing)" 170 \
+  "$PY" bench/train_speed.py --device cuda --official --models sdxl --resolution 1024 --gradient-checkpointing \
+  --iterations 8 --official-iterations 4 --markdown
 step "CUDA-only tests" 90 \
   "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py tests/test_offload.py
 step "Applied sliders: UNet forward overhead (fp16, 512 px, batch 2)" 90 \
