@@ -552,15 +552,20 @@ class OfficialResult:
 
     def s_it_at(self, k: float) -> float | None:
         """Least-squares s = a + b·k over the timed iterations, at ``k``; None without three of them and two ks."""
-        samples = list(zip(self.timed(self.seconds), self.timed(self.ks), strict=True))
-        if len(samples) < 3 or len({kk for _, kk in samples}) < 2:
-            return None
-        n = len(samples)
-        mean_s = sum(s for s, _ in samples) / n
-        mean_k = sum(kk for _, kk in samples) / n
-        slope = (sum((kk - mean_k) * (s - mean_s) for s, kk in samples)
-                 / sum((kk - mean_k) ** 2 for _, kk in samples))
-        return mean_s + slope * (k - mean_k)
+        return fit_at_k(list(zip(self.timed(self.seconds), self.timed(self.ks), strict=True)), k)
+
+
+def fit_at_k(samples: list[tuple[float, int]], k: float) -> float | None:
+    """Least-squares s = a + b·k over (seconds, k) samples, evaluated at ``k``; None without three samples and two
+    distinct k (a ratio of means at different k would mislead)."""
+    if len(samples) < 3 or len({kk for _, kk in samples}) < 2:
+        return None
+    n = len(samples)
+    mean_s = sum(s for s, _ in samples) / n
+    mean_k = sum(kk for _, kk in samples) / n
+    slope = (sum((kk - mean_k) * (s - mean_s) for s, kk in samples)
+             / sum((kk - mean_k) ** 2 for _, kk in samples))
+    return mean_s + slope * (k - mean_k)
 
 
 def _sync(device: torch.device) -> None:

@@ -71,7 +71,7 @@ from bench.common.toy_diffusion import (  # noqa: E402
     make_toy_model,
     split_words,
 )
-from bench.official_loop import OfficialConfig, OfficialPrompt, run_official  # noqa: E402
+from bench.official_loop import OfficialConfig, OfficialPrompt, fit_at_k, run_official  # noqa: E402
 from lib_sliders.training.backend import ModelBackend  # noqa: E402
 from lib_sliders.training.config import TextPrompt, TrainConfig  # noqa: E402
 from lib_sliders.training.text_objective import TextObjective  # noqa: E402
@@ -268,18 +268,6 @@ class PhaseMemory:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def fit_at_k(samples: list[tuple[float, int]], k: float) -> float | None:
-    """Least-squares s = a + b·k over (seconds, k) samples, evaluated at ``k``; None without two distinct k."""
-    if len(samples) < 3 or len({kk for _, kk in samples}) < 2:
-        return None
-    n = len(samples)
-    mean_s = sum(s for s, _ in samples) / n
-    mean_k = sum(kk for _, kk in samples) / n
-    slope = (sum((kk - mean_k) * (s - mean_s) for s, kk in samples)
-             / sum((kk - mean_k) ** 2 for _, kk in samples))
-    return mean_s + slope * (k - mean_k)
 
 
 def peak_memory_gib(device: torch.device) -> float:
