@@ -119,3 +119,47 @@ def test_round_trip_random(seed):
             assert parse_sliders(text) == (entries, [])
         hashes = {e.name: f"{rng.getrandbits(48):012x}" for e in entries}
         assert parse_hashes(webui_quote(format_hashes(hashes))) == hashes
+
+
+# --------------------------------------------------------------------- sliders renamed since the image was made
+
+
+def test_a_renamed_slider_is_found_by_its_hash_in_every_field():
+    from lib_sliders.prompt.pasted_names import rename_by_hash
+
+    params = {
+        "Prompt": "a photo <slider:old age:2> <lora:old age:1> <slider: old age :-1:start=0.2> <slider:kept:1>",
+        "Negative prompt": "blurry <slider:gone>",
+        SLIDERS_KEY: format_sliders([("old age", 2.0, 0.3), ("kept", 1.0)]),
+        HASHES_KEY: format_hashes({"old age": "aaaa", "kept": "bbbb", "gone": "cccc"}),
+    }
+    on_disk = {"aaaa": "new:age", "bbbb": "kept", "cccc": None}
+    hashed = []
+
+    def name_for_hash(short):
+        hashed.append(short)
+        return on_disk[short]
+
+    renames = rename_by_hash(params, lambda name: name == "kept", name_for_hash)
+    assert renames == {"old age": "new:age"}
+    assert hashed == ["aaaa", "cccc"]  # a name the library knows is never looked up
+    entries, problems = parse_sliders(params[SLIDERS_KEY])
+    assert entries == [("new:age", 2.0, 0.3), ("kept", 1.0, 0.0)] and problems == []
+    assert parse_hashes(params[HASHES_KEY]) == {"new:age": "aaaa", "kept": "bbbb", "gone": "cccc"}
+    # A name with ':' can't be written into a tag: those tags stay as they were; other networks are left alone.
+    assert params["Prompt"] == ("a photo <slider:old age:2> <lora:old age:1> <slider: old age :-1:start=0.2> "
+                                "<slider:kept:1>")
+    assert params["Negative prompt"] == "blurry <slider:gone>"
+
+
+def test_renamed_tags_keep_their_arguments():
+    from lib_sliders.prompt.pasted_names import rename_by_hash, rename_tags
+
+    assert rename_tags("<slider: a :2:start=0.2> <slider:a> <slider:ab:1> <lora:a:1>", {"a": "b"}) == (
+        "<slider:b:2:start=0.2> <slider:b> <slider:ab:1> <lora:a:1>")
+    params = {"Prompt": "x <slider:a:1>", HASHES_KEY: "a: 1234"}
+    assert rename_by_hash(params, lambda name: False, lambda short: "b") == {"a": "b"}
+    assert params == {"Prompt": "x <slider:b:1>", HASHES_KEY: "b: 1234"}  # no Sliders field is added
+    untouched = {"Prompt": "x <slider:a:1>"}
+    assert rename_by_hash(untouched, lambda name: False, lambda short: pytest.fail("no hashes to look up")) == {}
+    assert untouched == {"Prompt": "x <slider:a:1>"}

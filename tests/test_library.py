@@ -376,6 +376,26 @@ def test_short_hash_is_cached(tmp_path, monkeypatch):
         lib.short_hash("nope")
 
 
+def test_name_for_hash_finds_a_renamed_file_and_hashes_only_what_it_must(tmp_path, monkeypatch):
+    root = tmp_path / "sliders"
+    make_plain_lora(root / "a.safetensors")
+    make_plain_lora(root / "b.safetensors")
+    make_official_pt(root / "broken.pt")
+    (root / "broken.pt").write_bytes(b"")  # unreadable as a slider: skipped by the scan or the hash, never raised
+    lib = SliderLibrary([str(root)])
+    b_hash = lib.short_hash("b")
+    assert lib.name_for_hash(b_hash) == "b"
+    assert lib.name_for_hash(b_hash.upper()) == "b"
+    assert lib.name_for_hash(" ") is None
+
+    # A hash already known is found without hashing anything.
+    monkeypatch.setattr(library_module, "compute_short_hash", lambda path: pytest.fail(f"hashed {path}"))
+    assert lib.name_for_hash(b_hash) == "b"
+    monkeypatch.undo()
+    assert lib.name_for_hash("000000000000") is None
+    assert lib.name_for_hash(lib.short_hash("a")) == "a"
+
+
 def test_info(tmp_path):
     root = tmp_path / "sliders"
     make_slider(root / "age.safetensors", alpha_range=(-5.0, 5.0), default_start=0.2,

@@ -6,6 +6,7 @@ weights are bitwise what they were, no hook is left on any module and no excepti
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -314,6 +315,42 @@ def test_infotext_lists_rows_per_image_and_pastes_back(env):
     plain = params_of(env, gen(env, "a photo <slider:age:1>").infotexts[0])
     assert SLIDERS_KEY not in plain and plain[HASHES_KEY] == f"age: {library.short_hash('age')}"
     assert env.script.infotext_fields[0][1](plain) is False
+
+
+def test_a_slider_renamed_on_disk_pastes_back_under_its_new_name(env):
+    import safetensors.torch
+    from modules import script_callbacks
+
+    from lib_sliders.library.headers import read_safetensors_metadata
+
+    library = sys.modules["lib_sliders.webui.script"].library()
+    old, new = (os.path.join(env.sliders_dir, f"{n}.safetensors") for n in ("before rename", "after rename"))
+    # A slider of its own (age's tensors × 0.5), so that no other file has its hash.
+    tensors = safetensors.torch.load_file(library.get("age").path)
+    safetensors.torch.save_file({k: v * 0.5 if k.endswith("up.weight") else v for k, v in tensors.items()}, old,
+                                metadata={k: v for k, v in read_safetensors_metadata(library.get("age").path).items()
+                                          if not k.startswith("sshs_")})  # hashed from its bytes
+    try:
+        library.refresh()
+        made = gen(env, "a photo <slider:before rename:1.5>",
+                   sliders={"sliders": [{"name": "before rename", "alpha": -1, "start": 0.25}]}, batch_size=1)
+        os.replace(old, new)
+        library.refresh()
+        params = params_of(env, made.infotexts[0])
+        script_callbacks.infotext_pasted_callback(made.infotexts[0], params)  # as the webui's paste and PNG Info do
+        assert params["Prompt"] == "a photo <slider:after rename:1.5>"
+        assert parse_sliders(params[SLIDERS_KEY]) == ([("after rename", -1.0, 0.25)], [])
+        assert parse_hashes(params[HASHES_KEY]) == {"after rename": library.short_hash("after rename")}
+        pasted = [fn(params) for _, fn in env.script.infotext_fields]
+        assert pasted[2:5] == ["after rename", -1.0, 0.25]
+        # The pasted job makes the same image again.
+        again = gen(env, params["Prompt"], sliders={"sliders": [{"name": "after rename", "alpha": -1, "start": 0.25}]})
+        assert torch.equal(again.latents, made.latents)
+    finally:
+        for path in (old, new):
+            if os.path.exists(path):
+                os.remove(path)
+        library.refresh()
 
 
 def test_start_round_trips_through_infotext(env):

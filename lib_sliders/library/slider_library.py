@@ -285,6 +285,25 @@ class SliderLibrary:
                     self._hashes[key] = cached
             return cached
 
+    def name_for_hash(self, short: str) -> str | None:
+        """The name of the slider whose ``short_hash`` is ``short`` (any case), or None.
+
+        Hashes already known are tried first; the others are computed (and cached) only when needed.
+        """
+        wanted = str(short).strip().lower()
+        if not wanted:
+            return None
+        entries = self.entries()
+        with self._lock:
+            known = {key[0]: value for key, value in self._hashes.items()}
+        for entry in sorted(entries, key=lambda e: e.path not in known):
+            try:
+                if self.short_hash(entry.name) == wanted:
+                    return entry.name
+            except SliderError:
+                continue  # an unreadable file has no hash; the scan already reported it
+        return None
+
     def info(self, name: str) -> dict[str, Any]:
         """What the UI shows about a slider, from its header as of the last refresh."""
         entry = self._require(name)

@@ -3,7 +3,7 @@
 ``register()`` is called once per (re)load of the entry script: settings and X/Y/Z axes at import, the
 extra network and the cards page in ``on_before_ui`` (the webui clears both registries before that),
 routes in ``on_app_started``, the training tab in ``on_ui_tabs``, per-step α in ``on_cfg_denoiser``, model swaps
-in ``on_model_loaded``.
+in ``on_model_loaded``, renamed sliders found by hash in ``on_infotext_pasted``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from modules import call_queue, extra_networks, prompt_parser, script_callbacks, scripts, shared, ui_extra_networks
 
 from ..library.slider_library import SliderLibrary
+from ..prompt.pasted_names import rename_by_hash
 from . import api, settings, xyz
 from .args import EMPTY_ARGS, parse_args
 from .network import ExtraNetworkSlider
@@ -179,6 +180,15 @@ def _on_model_loaded(sd_model):
     runtime.on_model_loaded(sd_model)
 
 
+def _on_infotext_pasted(infotext, params):
+    # Runs before the webui fills the fields (and in the API's PNG Info): a slider renamed on disk since
+    # the image was made is found again by its hash.
+    lib = library()
+    renames = rename_by_hash(params, lambda name: lib.get(name) is not None, lib.name_for_hash)
+    for old, new in renames.items():
+        logger.info("Concept Sliders: pasted slider %r is %r on disk now (same hash)", old, new)
+
+
 def _on_script_unloaded():
     runtime.clear()
 
@@ -197,4 +207,5 @@ def register() -> None:
     script_callbacks.on_ui_tabs(_on_ui_tabs)
     script_callbacks.on_cfg_denoiser(_on_cfg_denoiser)
     script_callbacks.on_model_loaded(_on_model_loaded)
+    script_callbacks.on_infotext_pasted(_on_infotext_pasted)
     script_callbacks.on_script_unloaded(_on_script_unloaded)
