@@ -160,6 +160,33 @@ def test_and_prompt_in_one_image(env, batch_cond_uncond):
         assert close(batch[i:i + 1], alone), (i, float((batch[i:i + 1] - alone).abs().max()))
 
 
+LONG = "a photo of a person " + " ".join(f"word{i}" for i in range(90))  # two 75-token chunks
+
+
+@pytest.mark.parametrize("batch_cond_uncond", [True, False])
+@pytest.mark.parametrize("negative", ["", LONG + " " + LONG], ids=["short-negative", "longer-negative"])
+def test_long_prompts_strip_equals_singles(env, monkeypatch, batch_cond_uncond, negative):
+    """Prompt and negative prompt of different chunk counts: the webui sends cond rows and uncond rows in
+    separate UNet calls; every call must still give each image its own α."""
+    env.m.shared.opts.batch_cond_uncond = batch_cond_uncond
+    calls = []
+    denoiser = env.m.sd_samplers_cfg_denoiser.CFGDenoiser
+    inner = denoiser.inner_model
+
+    def counted(self):
+        model = inner.fget(self)
+        return lambda x, *args, **kwargs: calls.append(x.shape[0]) or model(x, *args, **kwargs)
+
+    monkeypatch.setattr(denoiser, "inner_model", property(counted))
+    batch = gen(env, LONG + " <slider:age:-2..2> <slider:words:1>", batch_size=3, negative_prompt=negative).latents
+    monkeypatch.undo()
+    assert calls[:2] == [3, 3], calls  # the cond rows, then the uncond rows: the long-prompt path was taken
+    for i, alpha in enumerate((-2, 0, 2)):
+        alone = gen(env, f"{LONG} <slider:age:{alpha}> <slider:words:1>", seed=SEED + i, negative_prompt=negative)
+        assert close(batch[i:i + 1], alone.latents), (i, float((batch[i:i + 1] - alone.latents).abs().max()))
+    assert differs(batch[0:1], batch[2:3])
+
+
 def test_different_tags_per_image(env):
     prompts = ["a photo <slider:age:2>", "a photo", "a photo <slider:smile:-1.5> <slider:age:1>"]
     batch = gen(env, prompts, batch_size=3).latents

@@ -137,6 +137,21 @@ def test_chunked_cfg_calls_give_the_same_strip(webui, batch_cond_uncond):
         assert differs(strip[i], alone[0]) < 0.5
 
 
+LONG_PROMPT = PROMPT + ", " + ", ".join(f"detail {i}" for i in range(60))  # ~180 tokens: three 75-token chunks
+
+
+@pytest.mark.parametrize("batch_cond_uncond", [True, False])
+def test_long_prompt_strip_equals_singles(webui, batch_cond_uncond):
+    # Prompt (3 chunks) and negative prompt (1 chunk) differ in length, so the webui sends the cond rows and
+    # the uncond rows in separate UNet calls.
+    fields = {"negative_prompt": "blurry", "override_settings": {"batch_cond_uncond": batch_cond_uncond}}
+    strip, _ = webui.txt2img(f"{LONG_PROMPT} <slider:it_age:-2..2>", seed=50, batch_size=3, **fields)
+    for i, alpha in enumerate([-2, 0, 2]):
+        alone, _ = webui.txt2img(f"{LONG_PROMPT} <slider:it_age:{alpha}>", seed=50 + i, **fields)
+        assert differs(strip[i], alone[0]) < 0.5, f"image {i} (α={alpha})"
+    assert differs(strip[0], strip[2]) > 1.0
+
+
 def _init_image(image: np.ndarray) -> str:
     return "data:image/png;base64," + _png_b64(image, {"infotexts": [""]})
 
@@ -230,3 +245,40 @@ def test_sliders_follow_a_refiner_swap(webui):
     assert differs(plain[0], refined[0]) < 0.5
     without, _ = webui.txt2img(PROMPT, refiner_checkpoint=refiner[0], refiner_switch_at=0.5, **fields)
     assert differs(without[0], refined[0]) > 1.0
+
+
+def test_sliders_follow_a_switch_back_to_an_already_loaded_checkpoint(webui, baseline):
+    """With "Maximum number of checkpoints loaded at the same time" = 2 the webui switches to a model it still holds
+    without the model-loaded callback ("Using already loaded model"): sliders must act on whichever model samples.
+
+    Needs a second checkpoint of the loaded model's kind whose name contains ``it-other`` (see
+    ``make_random_checkpoint.py --seed``)."""
+    other = [c["title"] for c in webui.request("GET", "/sdapi/v1/sd-models") if "it-other" in c["title"]]
+    if not other:
+        pytest.skip("make a second checkpoint of the same kind as models/Stable-diffusion/it-other-*.safetensors "
+                    "(tests/integration/make_random_checkpoint.py --seed 2) to run this test")
+    options = webui.request("GET", "/sdapi/v1/options")
+    first, limit = options["sd_model_checkpoint"], options["sd_checkpoints_limit"]
+    tag = f"{PROMPT} <slider:it_age:2>"
+    before, _ = webui.txt2img(tag)
+    seen = {}
+    webui.request("POST", "/sdapi/v1/options", {"sd_checkpoints_limit": 2})
+    try:
+        for checkpoint in [other[0], first, other[0]]:  # B loaded (callback), then A and B reused (none)
+            webui.request("POST", "/sdapi/v1/options", {"sd_model_checkpoint": checkpoint})
+            plain, info = webui.txt2img(PROMPT)
+            assert info["sd_model_name"] and info["sd_model_name"] in checkpoint, (info["sd_model_name"], checkpoint)
+            tagged, _ = webui.txt2img(tag)
+            zero, _ = webui.txt2img(f"{PROMPT} <slider:it_age:0>")
+            assert np.array_equal(zero[0], plain[0]), checkpoint
+            assert differs(tagged[0], plain[0]) > 2.0, checkpoint
+            if checkpoint in seen:
+                assert np.array_equal(plain[0], seen[checkpoint][0]), checkpoint
+                assert np.array_equal(tagged[0], seen[checkpoint][1]), checkpoint
+            seen[checkpoint] = plain[0], tagged[0]
+        assert np.array_equal(seen[first][0], baseline) and np.array_equal(seen[first][1], before[0])
+        assert differs(seen[other[0]][0], baseline) > 2.0  # it did sample with the other model
+    finally:
+        # Limit first: switching back to A then drops B (gigabytes) from the loaded models.
+        webui.request("POST", "/sdapi/v1/options", {"sd_checkpoints_limit": limit})
+        webui.request("POST", "/sdapi/v1/options", {"sd_model_checkpoint": first})

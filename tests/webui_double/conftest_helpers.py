@@ -98,7 +98,7 @@ class _ClipLayer(torch.nn.Module):
 class ClipEmbedderDouble(torch.nn.Module):
     """The webui's SD1 ``cond_stage_model`` shape: ``wrapped.transformer.text_model.encoder.layers.N…``.
 
-    ``forward(list[str]) -> [B, 77, width]`` with the toy model's hashed-word tokens.
+    ``forward(list[str]) -> [B, 77 × chunks, width]`` with the toy model's hashed-word tokens.
     """
 
     def __init__(self, width: int):
@@ -120,16 +120,23 @@ class ClipEmbedderDouble(torch.nn.Module):
     def forward(self, prompts) -> torch.Tensor:
         from bench.common.toy_diffusion import split_words, word_bucket
 
-        ids = torch.full((len(prompts), self.length), self.eos, dtype=torch.long)
-        ids[:, 0] = self.bos
-        for row, prompt in enumerate(prompts):
-            words = [word_bucket(w) for w in split_words(prompt)][: self.length - 2]
-            ids[row, 1:1 + len(words)] = torch.tensor(words, dtype=torch.long)
+        # The webui's long-prompt path (``sd_hijack_clip``): 75 tokens per chunk, each chunk encoded on its
+        # own between BOS and EOS, the chunks concatenated along the tokens; every prompt of the call gets
+        # as many chunks as the longest one (the extra ones empty). 76+ tokens → [B, 154, width], and so on.
+        per_chunk = self.length - 2
+        tokens = [[word_bucket(w) for w in split_words(prompt)] for prompt in prompts]
+        chunks = max([1] + [-(-len(words) // per_chunk) for words in tokens])
+        ids = torch.full((len(prompts), chunks, self.length), self.eos, dtype=torch.long)
+        ids[:, :, 0] = self.bos
+        for row, words in enumerate(tokens):
+            for chunk in range(chunks):
+                piece = words[chunk * per_chunk:(chunk + 1) * per_chunk]
+                ids[row, chunk, 1:1 + len(piece)] = torch.tensor(piece, dtype=torch.long)
         model = self.wrapped.transformer.text_model
-        x = model.embeddings.token_embedding(ids) + model.embeddings.position_embedding.weight
+        x = model.embeddings.token_embedding(ids.reshape(-1, self.length)) + model.embeddings.position_embedding.weight
         for layer in model.encoder.layers:
             x = layer(x)
-        return model.final_layer_norm(x)
+        return model.final_layer_norm(x).reshape(len(prompts), chunks * self.length, -1)
 
 
 def make_model(seed: int = 0):

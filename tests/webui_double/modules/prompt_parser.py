@@ -1,5 +1,9 @@
 """Prompts → conditionings, with ``AND`` composition (no prompt editing or emphasis in the double).
 
+Each distinct prompt is encoded by its own call, so two prompts of one batch can have different token
+counts (75-token chunks): the cond batch pads them (``stack_conds``); the uncond batch does not, as in the
+webui (a batch of negative prompts with different chunk counts fails there too).
+
 ``get_multicond_learned_conditioning`` keeps, per image, a list of (sub-prompt conditioning, weight);
 ``reconstruct_multicond_batch`` turns that into the CFG batch: one row per (image, sub-prompt), in image
 order, and ``conds_list[i]`` = [(row, weight), …] of image i. Identical texts are encoded once.
@@ -99,4 +103,11 @@ def reconstruct_multicond_batch(c: MulticondLearnedConditioning, current_step):
             image.append((len(rows), composable.weight))
             rows.append(_at_step(composable.schedules, current_step))
         conds_list.append(image)
-    return conds_list, torch.stack(rows)
+    return conds_list, stack_conds(rows)
+
+
+def stack_conds(tensors):
+    """Rows of different token counts (sub-prompts with more 75-token chunks than others) are padded with
+    their last vector to the longest, as the webui does."""
+    tokens = max(t.shape[0] for t in tensors)
+    return torch.stack([torch.vstack([t, t[-1:].repeat(tokens - t.shape[0], 1)]) for t in tensors])

@@ -2,7 +2,9 @@
 
 Rows sent to the UNet: image i's latent once per ``AND`` sub-prompt (cond rows, image order), then every
 image's latent once more (uncond rows). ``on_cfg_denoiser`` callbacks see that batch first; then either
-one UNet call (``opts.batch_cond_uncond``) or consecutive chunks of ``batch_size`` rows.
+one UNet call (``opts.batch_cond_uncond``) or consecutive chunks of ``batch_size`` rows. When the prompt and
+the negative prompt have different token counts (long prompts), the cond rows go first in chunks and the
+uncond rows in a call of their own.
 """
 
 from __future__ import annotations
@@ -66,21 +68,33 @@ class CFGDenoiser(torch.nn.Module):
         if skip_uncond:
             x_in, sigma_in = x_in[:-batch_size], sigma_in[:-batch_size]
             self.p.extra_generation_params["Skip Early CFG"] = opts.skip_early_cond
-        if tensor.shape[1] != uncond.shape[1]:
-            raise NotImplementedError("the double only builds equal-length conds (no padding/chunking of long prompts)")
-        cond_in = tensor if skip_uncond else catenate_conds([tensor, uncond])
 
         def conditioning(c, image):
             return {"c_crossattn": [c], "c_concat": [image]}
 
-        if opts.batch_cond_uncond:
-            x_out = self.inner_model(x_in, sigma_in, cond=conditioning(cond_in, image_cond_in))
+        if tensor.shape[1] == uncond.shape[1] or skip_uncond:
+            cond_in = tensor if skip_uncond else catenate_conds([tensor, uncond])
+            if opts.batch_cond_uncond:
+                x_out = self.inner_model(x_in, sigma_in, cond=conditioning(cond_in, image_cond_in))
+            else:
+                x_out = torch.zeros_like(x_in)
+                for a in range(0, x_out.shape[0], batch_size):
+                    b = a + batch_size
+                    x_out[a:b] = self.inner_model(x_in[a:b], sigma_in[a:b],
+                                                  cond=conditioning(subscript_cond(cond_in, a, b), image_cond_in[a:b]))
         else:
+            # A prompt and a negative prompt of different lengths (75-token chunks; the "Pad prompt/negative
+            # prompt" options are off by default): the cond rows in chunks of up to 2 × batch size (batch size
+            # when batch_cond_uncond is off), then all uncond rows in one more call.
             x_out = torch.zeros_like(x_in)
-            for a in range(0, x_out.shape[0], batch_size):
-                b = a + batch_size
+            chunk = batch_size * 2 if opts.batch_cond_uncond else batch_size
+            for a in range(0, tensor.shape[0], chunk):
+                b = min(a + chunk, tensor.shape[0])
                 x_out[a:b] = self.inner_model(x_in[a:b], sigma_in[a:b],
-                                              cond=conditioning(subscript_cond(cond_in, a, b), image_cond_in[a:b]))
+                                              cond=conditioning(subscript_cond(tensor, a, b), image_cond_in[a:b]))
+            rows = uncond.shape[0]
+            x_out[-rows:] = self.inner_model(x_in[-rows:], sigma_in[-rows:],
+                                             cond=conditioning(uncond, image_cond_in[-rows:]))
         first_rows = [conds[0][0] for conds in conds_list]
         if skip_uncond:  # each image's first cond result stands in for its uncond result
             x_out = torch.cat([x_out, torch.cat([x_out[i:i + 1] for i in first_rows])])
