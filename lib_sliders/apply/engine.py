@@ -16,20 +16,13 @@ mode. ``text_mode`` picks how: ``"merged"`` folds them into the weights; ``"hook
 hooks and never writes a weight (``text_hooks``) — the webui needs this, as its built-in Lora rewrites
 those same weights and would capture a merged delta.
 
-Batch rows. A sampler calls the UNet with ``R`` rows per step — in the webui, cond rows of every
-image then uncond rows — in one call or in consecutive chunks. A per-row α is a vector of length
-``R``; the engine keeps a row cursor that each UNet call advances by its batch size and that
-``set_step`` resets, so chunked calls read the right slice. Other code may call the UNet too (an extension's
-extra pass per step: SAG, regional prompting, context windows…). A call with all ``R`` rows reads the whole
-table wherever the cursor stands; a call that doesn't fit the rows left gets one α per slider for all its rows
-— the first row's, i.e. the batch's first image's (every image's when they share one), the same choice as
-when the webui's row layout can't be read — and ``on_rows_mismatch`` hears of it. Nothing raises inside the
-UNet's forward for it.
+Batch rows (``row_selection``): a sampler calls the UNet with ``R`` rows per step, in one call or in chunks; a
+per-row α is a vector of length ``R`` that a row cursor slices for each call. A call that doesn't fit the rows gets
+the first row's α, and ``on_rows_mismatch`` hears of it.
 
-Errors inside the model (``contain_errors``, the webui's setting): a slider whose delta raises during a forward
-pass (a layer's packed delta is split per slider to tell which) is turned off (both multipliers 0) instead of
-failing the generation; the UNet call is run again without it, so that call's output has none of its effect,
-and ``on_failure`` hears which sliders.
+Errors inside the model (``error_containment``; ``contain_errors``, the webui's setting): a slider whose delta
+raises during a forward pass is turned off instead of failing the generation, the UNet call is run again without
+it, and ``on_failure`` hears which sliders.
 
 Weights stored in fp8 (the webui's "FP8 weight" setting) are never merged into: a slider's delta would mostly round
 away there. Sliders on such weights go through hooks whatever the mode, their factors in the compute dtype.
@@ -45,7 +38,9 @@ import torch
 
 from ..errors import SliderFileError
 from ..files.lora import LoraModule, SliderNetwork
+from .error_containment import ErrorContainment
 from .layer_delta import LayerDelta, is_float8
+from .row_selection import RowCursor
 from .text_hooks import TextHooks
 from .text_targets import text_layer_index
 from .weight_merge import Contribution, WeightMerger
@@ -101,29 +96,44 @@ class SliderEngine:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self.mode = "hooks"
         self._progress = 0.0
-        self._alpha_table: torch.Tensor | None = None  # [R, k] per-row α of each slider (0 when gated off)
-        self._cursor = 0
-        self._rows: torch.Tensor | None = None  # [B, k] α of the rows in the current UNet call
-        self._coef_cache: dict[int, torch.Tensor] = {}
-        self._rows_key: tuple | None = None  # (first row or None, batch) the cached coefficients are for
-        self._call: tuple[int | None, int] | None = None  # (first row or None: fallback, batch) of the UNet call
-        # Errors raised by a slider's delta inside the model's forward: contained (the slider goes off and
-        # on_failure(names, error) hears of it) or raised (the default: training wants to see them).
-        self.contain_errors = False
-        self.on_failure: Callable[[list[str], BaseException], None] | None = None
-        # A UNet call whose rows don't fit the α table: on_rows_mismatch(batch, first_row, rows) (else a log line).
-        self.on_rows_mismatch: Callable[[int, int, int], None] | None = None
-        self._mismatch_logged = False
-        self._failed_names: set[str] = set()
-        self._broken: set[int] = set()  # ids of layer deltas that raised (never run again)
-        self._call_failed = False
-        # Device copies of recent α tables, by content: a training loop alternating between a few tables (or
-        # sampling steps re-setting the same α) copies each to the GPU once. A host-to-device copy from
-        # ordinary memory waits for the GPU to finish its queue, which would stall every UNet call.
-        self._device_tables: dict[tuple, torch.Tensor] = {}
+        self._row_cursor = RowCursor()  # which α each row of a UNet call gets
+        self._coef_cache: dict[int, torch.Tensor] = {}  # per layer delta, for the rows the cursor selected
+        self._containment = ErrorContainment(lambda: self._hooked, self._apply_text)
         self._merged_key: tuple | None = None  # what the merged weights currently hold
         self._text_merging = text_mode == "merged"  # text_mode, unless the text weights are stored in fp8
         self._fp8_reported = False
+
+    # Errors raised by a slider's delta inside the model's forward: contained (the slider goes off and
+    # on_failure(names, error) hears of it) or raised (the default: training wants to see them).
+    @property
+    def contain_errors(self) -> bool:
+        return self._containment.enabled
+
+    @contain_errors.setter
+    def contain_errors(self, value: bool) -> None:
+        self._containment.enabled = value
+
+    @property
+    def on_failure(self) -> Callable[[list[str], BaseException], None] | None:
+        return self._containment.on_failure
+
+    @on_failure.setter
+    def on_failure(self, callback: Callable[[list[str], BaseException], None] | None) -> None:
+        self._containment.on_failure = callback
+
+    # A UNet call whose rows don't fit the α table: on_rows_mismatch(batch, first_row, rows) (else a log line).
+    @property
+    def on_rows_mismatch(self) -> Callable[[int, int, int], None] | None:
+        return self._row_cursor.on_mismatch
+
+    @on_rows_mismatch.setter
+    def on_rows_mismatch(self, callback: Callable[[int, int, int], None] | None) -> None:
+        self._row_cursor.on_mismatch = callback
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the sliders turned off because their delta raised inside the model (``contain_errors``)."""
+        return self._containment.failed
 
     # ----- validation -------------------------------------------------------------------------
     def validate(self, network: SliderNetwork) -> None:
@@ -224,7 +234,7 @@ class SliderEngine:
         """Call once per sampling step (before the UNet calls of that step): gates and resets rows."""
         was_on = [s.is_on(self._progress) for s in self._hooked]
         self._progress = step / max(total_steps, 1)
-        self._cursor = 0
+        self._row_cursor.cursor = 0
         self._merge_unet()
         if [s.is_on(self._progress) for s in self._hooked] != was_on or step == 0:
             self._update_alpha_table()  # only when a gate opened or closed: coefficients stay cached
@@ -251,16 +261,10 @@ class SliderEngine:
         self._unet_merger.restore()
         self._text_merger.restore()
         self._sliders, self._hooked, self._merged = [], [], []
-        self._alpha_table = None
-        self._rows = None
-        self._rows_key = None
-        self._call = None
-        self._failed_names = set()
-        self._broken = set()
-        self._call_failed = False
+        self._row_cursor.clear()
+        self._containment.clear()
         self._merged_key = None
         self._coef_cache.clear()
-        self._device_tables.clear()
 
     # ----- hooks path -----------------------------------------------------------------------------
     def _attach_hooks(self) -> None:
@@ -276,23 +280,8 @@ class SliderEngine:
         self._handles.append(self.unet.register_forward_hook(self._after_unet, with_kwargs=True))
 
     def _update_alpha_table(self) -> None:
-        if not self._hooked:
-            self._alpha_table = None
-            return
-        columns = [s.row_alphas() * (1.0 if s.is_on(self._progress) else 0.0) for s in self._hooked]
-        rows = max(len(c) for c in columns)
-        for slider, column in zip(self._hooked, columns, strict=True):
-            if len(column) not in (1, rows):
-                raise ValueError(f"slider {slider.network.name}: {len(column)} α values for {rows} rows")
-        table = torch.stack([c.expand(rows) for c in columns], dim=1)
-        self._alpha_table = None if not table.any() else table
-        self._rows_key = None
+        self._row_cursor.set_table(self._hooked, self._progress)
         self._coef_cache.clear()
-
-    @property
-    def failed(self) -> list[str]:
-        """Names of the sliders turned off because their delta raised inside the model (``contain_errors``)."""
-        return sorted(self._failed_names)
 
     def _before_unet(self, module, args, kwargs):
         x = args[0] if args else kwargs["x"]
@@ -300,97 +289,33 @@ class SliderEngine:
         return None
 
     def _select_rows(self, batch: int, device: torch.device, report: bool = True) -> None:
-        """The α rows of a UNet call of ``batch`` rows (see the module docstring); never raises for its size."""
-        if self._alpha_table is None:
-            self._rows = None
-            self._call = None
-            return
-        total = self._alpha_table.shape[0]
-        if total == 1 or batch == total:
-            first = 0  # one α for every row, or the whole CFG batch in one call
-        elif self._cursor + batch <= total:
-            first = self._cursor
-        else:
-            first = None  # an extra call that isn't part of the denoiser's row layout
-            if report:
-                self._rows_mismatch(batch, total)
-        self._call = (first, batch)
-        if self._rows_key != (first, batch):
-            # Coefficients only change with the rows they serve; most steps reuse the last ones.
-            table = self._device_table(device)
-            self._rows_key = (first, batch)
-            if total == 1 or first is None:
-                self._rows = table[:1].expand(batch, -1)
-            else:
-                self._rows = table[first:first + batch]
-            self._coef_cache.clear()
-
-    def _rows_mismatch(self, batch: int, total: int) -> None:
-        if self.on_rows_mismatch is not None:
-            self.on_rows_mismatch(batch, self._cursor, total)
-        elif not self._mismatch_logged:
-            self._mismatch_logged = True
-            logger.warning("Concept Sliders: a UNet call with %d rows doesn't fit the %d rows α was set for (row %d); "
-                           "such calls get the first image's α", batch, total, self._cursor)
-
-    def _device_table(self, device: torch.device) -> torch.Tensor:
-        table = self._alpha_table
-        key = (tuple(table.shape), tuple(table.flatten().tolist()), device)
-        on_device = self._device_tables.get(key)
-        if on_device is None:
-            if len(self._device_tables) >= 16:
-                self._device_tables.clear()
-            on_device = self._device_tables[key] = table.to(device)
-        return on_device
+        if self._row_cursor.select(batch, device, report):
+            self._coef_cache.clear()  # made for other rows
 
     def _after_unet(self, module, args, kwargs, output):
-        call = self._call
-        for _ in range(len(self._hooked) + 1):  # each retry follows one more slider failing, or ends
-            if not self._call_failed:
-                break
-            # A delta raised during this call: its sliders are off now; run the call again without them (the
-            # layers before the failing one had already added their part).
-            self._call_failed = False
+        call = self._row_cursor.call
+
+        def call_again():
+            # A delta raised during this call: its sliders are off now; α without them.
             self._update_alpha_table()
             if call is not None:
                 self._select_rows(call[1], (args[0] if args else kwargs["x"]).device, report=False)
-            output = module.forward(*args, **kwargs)
-        if call is not None and call[0] is not None and self._alpha_table is not None \
-                and self._alpha_table.shape[0] > 1:
-            self._cursor = (call[0] + call[1]) % self._alpha_table.shape[0]
+            return module.forward(*args, **kwargs)
+
+        output = self._containment.rerun(call_again, output, attempts=len(self._hooked) + 1)
+        self._row_cursor.advance(call)
         return output
 
     def _layer_hook(self, delta: LayerDelta):
-        parts = [delta]  # the packed delta; split per slider once it raised (``contain_errors``)
+        contained = self._containment.watch(delta)
+        cursor = self._row_cursor
 
         def hook(layer, args, output):
-            rows = self._rows
-            if rows is None or self._alpha_table is None:
+            rows = cursor.rows
+            if rows is None or cursor.table is None:
                 return None
-            x = args[0]
-            if len(parts) == 1:  # the usual case
-                if id(delta) in self._broken:
-                    return None
-                try:
-                    return output + self._delta_output(delta, x, rows).to(output.dtype)
-                except Exception as err:
-                    if not self.contain_errors:
-                        raise
-                    parts[:] = _split_by_owner(delta)  # which of its sliders fails?
-                    if len(parts) == 1:
-                        self._delta_failed(delta, err)
-                        return None
-            total = None
-            for part in parts:
-                if id(part) in self._broken:
-                    continue
-                try:
-                    value = self._delta_output(part, x, rows)
-                except Exception as err:
-                    self._delta_failed(part, err)
-                    continue
-                total = value if total is None else total + value
-            return None if total is None else output + total.to(output.dtype)
+            added = contained.output(self._delta_output, args[0], rows)
+            return None if added is None else output + added.to(output.dtype)
 
         return hook
 
@@ -410,26 +335,6 @@ class SliderEngine:
             else:  # a layer sees rows that aren't whole copies of the call's: one α for all of them
                 coef = coef[:1].expand(x.shape[0], -1)
         return delta(x, coef)
-
-    def _delta_failed(self, delta: LayerDelta, err: BaseException) -> None:
-        """A delta raised inside the model: it never runs again and its sliders go off (see ``contain_errors``)."""
-        self._broken.add(id(delta))
-        owners = sorted({int(i) for i in delta.owners.tolist()})
-        names = []
-        for index in owners:
-            slider = self._hooked[index]
-            if slider.network.name in self._failed_names:
-                continue
-            self._failed_names.add(slider.network.name)
-            slider.unet_multiplier = 0.0
-            slider.text_multiplier = 0.0  # conds of later batches / the hires pass: without it too
-            names.append(slider.network.name)
-        if not names:
-            return  # its sliders were off already: it added nothing
-        self._call_failed = True
-        self._apply_text()
-        if self.on_failure is not None:
-            self.on_failure(names, err)
 
     # ----- merged paths ---------------------------------------------------------------------------
     def _merge_unet(self) -> None:
@@ -467,19 +372,6 @@ class SliderEngine:
                     slot = slots[path]
                     deltas.setdefault(slot.weight, []).append(Contribution(module, slider.text_alpha(), slot.rows))
         self._text_merger.merge(deltas)
-
-
-def _split_by_owner(delta: LayerDelta) -> list[LayerDelta]:
-    """One delta per slider of a packed one (slices of its factors), to tell which slider's part raises."""
-    owners = delta.owners.tolist()
-    if len(set(owners)) < 2:
-        return [delta]
-    parts = []
-    for owner in sorted(set(owners)):
-        mask = delta.owners == owner
-        parts.append(LayerDelta(layer=delta.layer, down=delta.down[mask], up=delta.up[:, mask],
-                                owners=delta.owners[mask], scales=delta.scales[mask]))
-    return parts
 
 
 def _check_shape(network: SliderNetwork, path: str, layer: torch.nn.Module, module: LoraModule) -> None:

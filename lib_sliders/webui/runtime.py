@@ -9,14 +9,9 @@ The webui drives it in this order (``modules/processing.py``; the entry script w
    uncond rows) and the step for start/stop gates;
 4. ``finish`` (``Script.postprocess``; ``Script.before_process`` of the next job as a backstop).
 
-The ``Sliders`` / ``Slider hashes`` infotext of an image lists only sliders that were applied to it: each image's
-record is written when its batch is applied and loses a slider that fails later (inside the model while
-sampling). A slider that fails is reported (console and the comments under the image) and left out of the image.
-
-The model: the webui may make another already loaded model current without ``on_model_loaded`` (the setting
-"Maximum number of checkpoints loaded at the same time" > 1: "Using already loaded model …", also for the refiner
-and the hires checkpoint). So at every batch and every sampling step the runtime checks that its engine sits on
-``shared.sd_model``'s UNet (the module itself) and moves the sliders over when it doesn't.
+Each image's ``Sliders`` / ``Slider hashes`` infotext lists only the sliders applied to it (``infotext_records``).
+The engine follows ``shared.sd_model``'s UNet, also when the webui switches models without telling
+(``model_following``).
 
 Nothing here imports the webui: the model, options and the ``AND``-prompt counter come in through
 ``Host``, so the logic runs the same against the real webui and its test double.
@@ -31,12 +26,13 @@ from dataclasses import dataclass, field
 from ..apply.cfg_rows import cfg_row_images, job_image_indices
 from ..apply.engine import ActiveSlider, SliderEngine
 from ..apply.job_plan import BatchPlan, ResolvedSlider, SliderRequest, plan_batch
-from ..errors import SliderError, SliderFileError
+from ..errors import SliderError
 from ..files.metadata import slider_info
 from ..files.slider_file import check_compatible
 from ..library.slider_library import SliderLibrary
-from ..prompt.infotext import HASHES_KEY, SLIDERS_KEY, format_hashes, format_sliders
-from .models import model_arch, text_encoders_of, unet_of
+from .infotext_records import ImageRecord, add_infotext_fields, record_pass, report_problem, short_hashes, take_back
+from .model_following import ModelFollowing
+from .models import model_arch
 from .user_metadata import merged_info, read_user_metadata
 
 logger = logging.getLogger("concept_sliders")
@@ -55,34 +51,6 @@ class Host:
 
 
 @dataclass
-class ImageRecord:
-    """What one image of the job got, for its infotext.
-
-    A slider counts as in the image when some pass (first pass, hires pass) applied it with α ≠ 0 and it didn't
-    fail in that pass; one that failed and was never in the image is left out of both fields (a request at α 0
-    that never failed stays in ``Sliders``).
-    """
-
-    entries: list[tuple[str, float, float]] = field(default_factory=list)  # "Sliders": the requests' entries…
-    entry_sliders: list[str] = field(default_factory=list)  # …and the slider each entry became
-    hashes: dict[str, str] = field(default_factory=dict)  # slider → short hash
-    applied: dict[str, int] = field(default_factory=dict)  # slider → passes that applied it with α ≠ 0
-    failed: set[str] = field(default_factory=set)  # sliders that failed in some pass
-
-    def has(self, name: str) -> bool:
-        return self.applied.get(name, 0) > 0
-
-    def sliders_value(self) -> str | None:
-        entries = [e for e, name in zip(self.entries, self.entry_sliders, strict=True)
-                   if self.has(name) or name not in self.failed]
-        return format_sliders(entries) if entries else None
-
-    def hashes_value(self) -> str | None:
-        hashes = {name: h for name, h in self.hashes.items() if self.has(name)}
-        return format_hashes(hashes) if hashes else None
-
-
-@dataclass
 class JobState:
     """What the runtime keeps on ``p`` (``p.sliders_job``) for one job."""
 
@@ -96,7 +64,7 @@ class JobState:
     planned_batch: int | None = None
 
 
-class SlidersRuntime:
+class SlidersRuntime(ModelFollowing):
     def __init__(self, host: Host):
         self.host = host
         self._engine: SliderEngine | None = None
@@ -114,18 +82,7 @@ class SlidersRuntime:
         self.clear()
         job = JobState(list(requests))
         p.sliders_job = job
-
-        def sliders_field(p=None, index=0, all_prompts=None, use_main_prompt=False, **kwargs):
-            record = _record(p, index, all_prompts, use_main_prompt)
-            return record.sliders_value() if record else None
-
-        def hashes_field(p=None, index=0, all_prompts=None, use_main_prompt=False, **kwargs):
-            record = _record(p, index, all_prompts, use_main_prompt)
-            return record.hashes_value() if record else None
-
-        # Callables (not strings) because each image of the job can have its own sliders.
-        p.extra_generation_params[SLIDERS_KEY] = sliders_field
-        p.extra_generation_params[HASHES_KEY] = hashes_field
+        add_infotext_fields(p, _job)
 
     def plan_batch(self, p, prompts: Sequence[str], batch_number: int) -> BatchPlan:
         """The batch's sliders (``Script.before_process_batch``). The infotext is written when they're applied."""
@@ -299,18 +256,8 @@ class SlidersRuntime:
         job = _job(p)
         if job is None:
             return
-        add_hashes = self.host.add_hashes()
-        for image, index in enumerate(plan.job_indices):
-            record = job.images.setdefault(index, ImageRecord())
-            if not record.entries:  # the requests are the job's: the hires pass has the same
-                record.entries = list(plan.requested[image])
-                record.entry_sliders = list(plan.requested_sliders[image])
-            record.failed.update(failed)
-            used = [s.name for s in plan.sliders if s.image_alphas[image]]
-            for name in used:
-                record.applied[name] = record.applied.get(name, 0) + 1
-            if add_hashes:
-                record.hashes.update(self._hashes([name for name in used if name not in record.hashes]))
+        hashes = (lambda names: short_hashes(self.host.library(), names)) if self.host.add_hashes() else None
+        record_pass(job.images, plan, failed, hashes)
 
     def _late_failure(self, names: list[str], err: BaseException) -> None:
         """The engine turned sliders off because they raised inside the model while sampling."""
@@ -319,12 +266,7 @@ class SlidersRuntime:
         for name in names:
             self._slider_failed(p, name, err, "failed inside the model")
         if job is not None and plan is not None:
-            for index in plan.job_indices:  # this pass gave them nothing
-                record = job.images.setdefault(index, ImageRecord())
-                record.failed.update(names)
-                for name in names:
-                    if record.applied.get(name, 0) > 0:
-                        record.applied[name] -= 1
+            take_back(job.images, plan.job_indices, names)
 
     def _rows_mismatch(self, batch: int, first_row: int, rows: int) -> None:
         """A UNet call that isn't one of the denoiser's (another extension's extra pass): it got one α per slider."""
@@ -402,39 +344,6 @@ class SlidersRuntime:
     def finish(self, p=None) -> None:
         self.clear()
 
-    def on_model_loaded(self, sd_model) -> None:
-        """New weights (checkpoint change, refiner swap): move what is applied over to them.
-
-        The webui loads another checkpoint into the same model object when it can; merged deltas were
-        overwritten then and are merged again. A new model object gets the sliders attached anew.
-        """
-        if self._engine is None:
-            return
-        if self._engine_model is sd_model:
-            self._engine.weights_replaced()
-            return
-        p, plan = self._applied_p, self._applied
-        self.clear()
-        if plan:
-            self._apply_plan(p, plan, record=False)
-
-    def follow_model(self) -> None:
-        """Move the applied sliders to ``shared.sd_model`` when the engine sits on another UNet.
-
-        The webui switches to an already loaded model without ``on_model_loaded`` (see the module docstring):
-        the old model must keep no hook and the sliders must act on the new one.
-        """
-        if self._engine is None or self._on_current_model():
-            return
-        p, plan = self._applied_p, self._applied
-        self.clear()
-        if plan and self.host.sd_model() is not None:
-            self._apply_plan(p, plan, record=False)
-
-    def _on_current_model(self) -> bool:
-        model = self.host.sd_model()
-        return self._engine is not None and self._engine_model is model and self._engine.unet is _unet_or_none(model)
-
     def clear(self) -> None:
         """Take every slider off the model; the engine (and its references to the model) goes too."""
         if self._engine is not None:
@@ -456,30 +365,7 @@ class SlidersRuntime:
         """A problem the user must see: console (with ``error``'s traceback) and the comments under the image,
         once per job."""
         job = _job(p)
-        if job is not None:
-            if message in job.reported:
-                return
-            job.reported.add(message)
-        logger.warning("Concept Sliders: %s", message,
-                       exc_info=(type(error), error, error.__traceback__) if error is not None else None)
-        comment = getattr(p, "comment", None)
-        if callable(comment):
-            comment(f"Concept Sliders: {message}")
-
-    def _engine_for(self, sd_model) -> SliderEngine:
-        if self._engine is not None and self._engine_model is sd_model and self._engine.unet is unet_of(sd_model):
-            return self._engine
-        self.clear()
-        # Text-encoder deltas as forward hooks: the built-in Lora rewrites those weights lazily and
-        # would capture (and keep) anything merged into them.
-        self._engine = SliderEngine(unet_of(sd_model), text_encoders_of(sd_model), text_mode="hooks")
-        self._engine_model = sd_model
-        # A slider failing inside the model must not fail the generation; nor must another extension's UNet
-        # calls of other sizes (see SliderEngine).
-        self._engine.contain_errors = True
-        self._engine.on_failure = self._late_failure
-        self._engine.on_rows_mismatch = self._rows_mismatch
-        return self._engine
+        report_problem(p, job.reported if job is not None else None, message, error)
 
     def _resolver(self) -> Callable[[str], ResolvedSlider]:
         library = self.host.library()
@@ -500,16 +386,6 @@ class SlidersRuntime:
             return ResolvedSlider(network, start)
 
         return resolve
-
-    def _hashes(self, names: Sequence[str]) -> dict[str, str]:
-        library = self.host.library()
-        hashes = {}
-        for name in names:
-            try:
-                hashes[name] = library.short_hash(name)
-            except (SliderError, SliderFileError, OSError):
-                continue  # hashes only advise; the slider itself was reported if it failed
-        return hashes
 
     def _row_images(self, p, images: int, rows: int, cond_rows: int) -> list[int] | None:
         """Image of each UNet row, or None when the layout can't be read (then every row gets image 0's α)."""
@@ -534,34 +410,8 @@ class SlidersRuntime:
         return self.host.count_subprompts(prompts)
 
 
-def _job_index(p, index: int, all_prompts, use_main_prompt: bool = False) -> int:
-    """The job-wide index of the image an infotext is made for.
-
-    ``create_infotext`` gets the job's prompts and a job index when called for a finished job (grids, the
-    API's ``infotexts``), but only the batch's prompts and an index within the batch while images are saved.
-    A grid's infotext describes the job's first image.
-    """
-    if use_main_prompt:
-        return 0
-    if all_prompts is not None and all_prompts is not getattr(p, "all_prompts", None):
-        return int(getattr(p, "iteration", 0) or 0) * int(getattr(p, "batch_size", 1) or 1) + int(index or 0)
-    return int(index or 0)
-
-
 def _job(p) -> JobState | None:
     return getattr(p, "sliders_job", None) if p is not None else None
-
-
-def _record(p, index: int, all_prompts, use_main_prompt: bool) -> ImageRecord | None:
-    job = _job(p)
-    return job.images.get(_job_index(p, index, all_prompts, use_main_prompt)) if job is not None else None
-
-
-def _unet_or_none(sd_model):
-    try:
-        return unet_of(sd_model)
-    except AttributeError:
-        return None
 
 
 def _rows(cond) -> int:
