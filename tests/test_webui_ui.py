@@ -65,6 +65,11 @@ def test_accordion_builds_in_the_txt2img_ui(env):
     assert block(env, "refresh").webui_tooltip  # the webui's tooltip= extension reached the button
 
 
+def test_no_host_note_outside_forge(env):
+    # On Forge the accordion opens with a note that sliders aren't applied there (test_webui_forge.py).
+    assert env.script.elem_id("host_note") not in {getattr(b, "elem_id", None) for b in env.demo.blocks.values()}
+
+
 def test_accordion_builds_in_img2img_too(env):
     import gradio as gr
     from modules import errors, scripts
@@ -270,7 +275,8 @@ def test_reload_ui_registers_everything_once(env):
         assert list(extra_networks.extra_network_registry) == ["slider"]
         counts = {name: len(callbacks) for name, callbacks in script_callbacks.callback_map.items() if callbacks}
         assert counts == {"callbacks_app_started": 1, "callbacks_model_loaded": 1, "callbacks_before_ui": 1,
-                          "callbacks_cfg_denoiser": 1, "callbacks_script_unloaded": 1, "callbacks_ui_tabs": 1}
+                          "callbacks_cfg_denoiser": 1, "callbacks_script_unloaded": 1, "callbacks_ui_tabs": 1,
+                          "callbacks_infotext_pasted": 1}
         env.reset()
         tagged = env.run(env.make_p("a photo <slider:age:2>")).latents
         assert not torch.equal(tagged, env.run(env.make_p("a photo")).latents)
