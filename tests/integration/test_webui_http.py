@@ -253,6 +253,7 @@ def test_sliders_follow_a_switch_back_to_an_already_loaded_checkpoint(webui, bas
 
     Needs a second checkpoint of the loaded model's kind whose name contains ``it-other`` (see
     ``make_random_checkpoint.py --seed``)."""
+    webui.request("POST", "/sdapi/v1/refresh-checkpoints")
     other = [c["title"] for c in webui.request("GET", "/sdapi/v1/sd-models") if "it-other" in c["title"]]
     if not other:
         pytest.skip("make a second checkpoint of the same kind as models/Stable-diffusion/it-other-*.safetensors "

@@ -149,3 +149,32 @@ def test_train_among_an_installed_slider(webui):
     assert training["train_among"] == [first] and training["among_alphas"] == [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
     both, _ = webui.txt2img(f"{PROMPT} <slider:{first}:1> <slider:{name}:2>", seed=5)
     assert float(np.abs(both[0] - before[0]).mean()) > 0.05
+
+
+def test_training_right_after_a_builtin_lora_generation_trains_on_the_bare_model(webui):
+    """The built-in Lora stays merged in the weights after a ``<lora:…>`` generation until each layer's next
+    forward: training must take it off first (and never back it up as part of the model)."""
+    webui.request("POST", "/sdapi/v1/refresh-loras")
+    plain, _ = webui.txt2img(PROMPT, seed=5)
+    lora, _ = webui.txt2img(f"{PROMPT} <lora:it_lora:1>", seed=5)
+    assert float(np.abs(lora[0] - plain[0]).mean()) > 1.0
+    name = f"it_after_lora_{uuid.uuid4().hex[:6]}"
+    body = tiny_config(name, estimate_start=False, preview=False)
+    job = wait_until_finished(webui, webui.request("POST", "/sliders/v1/train", body)["id"])
+    assert job["state"] == "done", job
+    after, _ = webui.txt2img(PROMPT, seed=5)
+    assert np.array_equal(after[0], plain[0])  # no Lora left in the weights
+    again, _ = webui.txt2img(f"{PROMPT} <lora:it_lora:1>", seed=5)
+    assert np.array_equal(again[0], lora[0])  # and the Lora still applies as before
+    # Trained on the bare model: the same run after a plain generation gives the same slider.
+    reference = f"it_after_plain_{uuid.uuid4().hex[:6]}"
+    webui.txt2img(PROMPT, seed=5)
+    job_plain = wait_until_finished(webui, webui.request("POST", "/sliders/v1/train",
+                                                         {**body, "name": reference})["id"])
+    assert job_plain["state"] == "done", job_plain
+    assert job["loss"] == job_plain["loss"], (job["loss"], job_plain["loss"])
+    import safetensors.torch
+
+    trained, expected = (safetensors.torch.load_file(j["output"]) for j in (job, job_plain))
+    assert trained.keys() == expected.keys()
+    assert all(np.array_equal(trained[k].float().numpy(), expected[k].float().numpy()) for k in trained)
