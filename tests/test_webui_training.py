@@ -540,6 +540,10 @@ def test_train_tab_start_button_trains_a_tiny_slider(env, train_tab, jobs):
     assert "Nothing is training" in tab_handler(train_tab, "sliders_train_cancel").fn()
 
 
+def test_train_tab_has_no_host_note_outside_forge(train_tab):
+    assert "sliders_train_host_note" not in {getattr(b, "elem_id", None) for b in train_tab.blocks.values()}
+
+
 def test_train_tab_cancel_then_resume(env, train_tab, jobs):
     from modules import shared
 

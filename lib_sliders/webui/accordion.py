@@ -7,6 +7,7 @@ dict ``args.parse_args`` reads, rebuilt from the widgets on every change; API ca
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -29,17 +30,20 @@ class AccordionUI:
 
 
 def build(elem_id, names: list[str], slider_info, default_alpha_max: float, max_rows: int,
-          refresh_names) -> AccordionUI:
+          refresh_names, note: str | None = None) -> AccordionUI:
     """Create the widgets (inside the script's ``ui()``) and wire them.
 
     ``elem_id`` is ``Script.elem_id``; ``slider_info(name)`` returns the library's info dict or None;
-    ``refresh_names()`` rescans and returns the new name list.
+    ``refresh_names()`` rescans and returns the new name list; ``note``: a line shown first in the accordion
+    (why sliders aren't applied on this webui, e.g. on Forge).
     """
     choices = [NO_SLIDER, *names]
     low, high = alpha_limits(None, default_alpha_max)
     with InputAccordion(False, label="Sliders", elem_id=elem_id("enable")) as enabled:
         with enabled.extra():
             refresh = ToolButton(value=refresh_symbol, elem_id=elem_id("refresh"), tooltip="Rescan slider folders")
+        if note:
+            gr.HTML(value=f"<p>{html.escape(note)}</p>", elem_id=elem_id("host_note"))
         state = gr.State(dict(EMPTY_ARGS))
         count = gr.Number(value=1, precision=0, visible=False, elem_id=elem_id("rows"))
         groups, dropdowns, alphas, starts = [], [], [], []

@@ -11,6 +11,7 @@ from __future__ import annotations
 from modules import extra_networks
 
 from ..prompt.prompt_tags import NETWORK_NAME
+from . import host_kind
 from .runtime import SlidersRuntime
 
 
@@ -20,6 +21,11 @@ class ExtraNetworkSlider(extra_networks.ExtraNetwork):
         self.runtime = runtime
 
     def activate(self, p, params_list):
+        # Forge: nothing is applied yet (the tags are stripped all the same); a job our script didn't see (no
+        # ``p.scripts``) is told here.
+        wanted = bool(params_list) or host_kind.prompts_have_sliders(getattr(p, "all_prompts", None))
+        if host_kind.refuse_generation(p, self.runtime.report, wanted, getattr(p, "sd_model", None)):
+            return
         self.runtime.activate(p)
 
     def deactivate(self, p):

@@ -15,7 +15,7 @@ from modules import call_queue, extra_networks, prompt_parser, script_callbacks,
 
 from ..library.slider_library import SliderLibrary
 from ..prompt.pasted_names import rename_by_hash
-from . import api, settings, xyz
+from . import api, host_kind, settings, xyz
 from .args import EMPTY_ARGS, parse_args
 from .network import ExtraNetworkSlider
 from .overrides import apply_overrides
@@ -125,6 +125,7 @@ class ConceptSlidersScript(scripts.Script):
             default_alpha_max=float(settings.opt("sliders_default_alpha_max")),
             max_rows=int(settings.opt("sliders_accordion_rows")),
             refresh_names=lambda: (lib.refresh(), lib.names())[1],
+            note=host_kind.ui_note(host_kind.GENERATION),
         )
         self.infotext_fields = built.infotext_fields
         self.paste_field_names = built.paste_field_names
@@ -137,6 +138,8 @@ class ConceptSlidersScript(scripts.Script):
         parsed = parse_args(args[0] if args else EMPTY_ARGS)
         requests = apply_overrides(p, parsed.requests, same=same_slider,
                                    default_alpha=float(settings.opt("sliders_default_alpha")))
+        if host_kind.refuse_generation(p, runtime.report, bool(requests or parsed.problems), shared.sd_model):
+            return  # Forge: sliders aren't applied there yet (docs/forge.md); the job is told once
         runtime.start_job(p, requests)
         for problem in parsed.problems:
             runtime.report(p, problem)
@@ -144,7 +147,10 @@ class ConceptSlidersScript(scripts.Script):
     def before_process_batch(self, p, *args, batch_number=0, prompts=None, **kwargs):
         if getattr(p, "disable_extra_networks", False):
             return
-        runtime.plan_batch(p, list(prompts if prompts is not None else p.prompts), batch_number)
+        prompts = list(prompts if prompts is not None else p.prompts)
+        if host_kind.refuse_generation(p, runtime.report, host_kind.prompts_have_sliders(prompts), shared.sd_model):
+            return  # the webui still strips the tags from the prompts
+        runtime.plan_batch(p, prompts, batch_number)
 
     def postprocess(self, p, processed, *args):
         runtime.finish(p)
@@ -169,7 +175,8 @@ def _on_app_started(demo, app):
 def _on_ui_tabs():
     from .train_tab import create_tab
 
-    return [(create_tab(training_jobs, library), "Concept Sliders", "concept_sliders")]
+    return [(create_tab(training_jobs, library, note=host_kind.ui_note(host_kind.TRAINING)), "Concept Sliders",
+             "concept_sliders")]
 
 
 def _on_cfg_denoiser(params):

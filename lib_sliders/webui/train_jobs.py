@@ -62,6 +62,8 @@ class TrainingHost:
     # The slider list, for ``train_among``: its names, and a name → the loaded slider (raises SliderError).
     slider_names: Callable[[], Collection[str]] = lambda: ()
     load_slider: Callable[[str], SliderNetwork] | None = None
+    # Why this webui can't train at all (e.g. on Forge, until its backend is done), in one line; None: it can.
+    unavailable: Callable[[], str | None] = lambda: None
 
 
 @dataclass
@@ -128,8 +130,12 @@ class TrainingJobs:
     # ------------------------------------------------------------------ submit and query
 
     def create(self, config: TrainConfig | dict, options: TrainOptions | None = None) -> TrainJob:
-        """A validated, queued job; ``SubmitError`` lists every problem by field."""
+        """A validated, queued job; ``SubmitError`` lists every problem by field (or only ``webui``: the webui
+        can't train)."""
         options = options or TrainOptions()
+        reason = self.host.unavailable()
+        if reason:
+            raise SubmitError([("webui", reason)])
         if not isinstance(config, TrainConfig):
             try:
                 config = TrainConfig.from_dict(config)

@@ -176,7 +176,8 @@ def _mode_groups(mode):
     return gr.update(visible=text_visible), gr.update(visible=image_visible)
 
 
-def create_tab(jobs: TrainingJobs, library) -> gr.Blocks:
+def create_tab(jobs: TrainingJobs, library, note: str | None = None) -> gr.Blocks:
+    """The tab; ``note``: a line shown above the form (why training isn't available on this webui, e.g. Forge)."""
     tab = TrainTab(jobs, library)
     widgets: dict = {}
 
@@ -187,6 +188,8 @@ def create_tab(jobs: TrainingJobs, library) -> gr.Blocks:
     with gr.Blocks(analytics_enabled=False) as blocks:
         with gr.Row(equal_height=False):
             with gr.Column(variant="panel", elem_id=elem_id("form")):
+                if note:
+                    gr.HTML(value=f"<p>{html.escape(note)}</p>", elem_id=elem_id("host_note"))
                 add("name")
                 name_hint = gr.HTML(value="", elem_id=elem_id("name_hint"))
                 add("mode")

@@ -1,9 +1,9 @@
 """Training on the model the webui has loaded: refusals, a clean model, progress, the preview strip.
 
-``prepare`` checks that training can run (a model is loaded, it is SD 1.x/2.x/SDXL, not split across devices
-by ``--lowvram``/``--medvram``), takes every slider and Lora network off the weights, and turns off the
-webui's cross-attention optimisations unless the user's setting keeps them for training (the webui's own
-trainers do the same); ``restore`` puts the optimisations back. The trainer itself leaves the weights,
+``prepare`` checks that training can run (not on Forge yet: ``host_kind``; a model is loaded, it is SD 1.x/2.x/SDXL,
+not split across devices by ``--lowvram``/``--medvram``), takes every slider and Lora network off the weights, and
+turns off the webui's cross-attention optimisations unless the user's setting keeps them for training (the webui's
+own trainers do the same); ``restore`` puts the optimisations back. The trainer itself leaves the weights,
 train/eval mode and ``requires_grad`` as it found them.
 """
 
@@ -13,11 +13,17 @@ import contextlib
 import os
 
 import torch
-from modules import devices, lowvram, processing, prompt_parser, sd_hijack, shared
+from modules import devices, processing, prompt_parser, sd_hijack, shared
+
+try:
+    from modules import lowvram
+except ImportError:  # Forge Classic has no lowvram module (training is refused there: host_kind)
+    lowvram = None
 
 from ..errors import SliderError
 from ..prompt.prompt_tags import format_number
 from ..training.backend import ModelBackend
+from . import host_kind
 from .models import model_arch
 from .train_jobs import TrainingHost, TrainJob
 
@@ -26,9 +32,12 @@ PREVIEW_IMAGES = 5
 
 def _require_model():
     model = shared.sd_model
+    refused = host_kind.refusal(host_kind.TRAINING, model)
+    if refused:  # Forge: no ldm UNet to train on, its own memory manager, no sd_hijack optimisation switches
+        raise SliderError(refused)
     if model is None:
         raise SliderError("no model is loaded: load a checkpoint first")
-    if lowvram.is_enabled(model):
+    if lowvram is not None and lowvram.is_enabled(model):
         raise SliderError("training needs the whole model on one device: restart the webui without --lowvram/--medvram")
     if model_arch(model) is None:
         raise SliderError("the loaded model is not SD 1.x, SD 2.x or SDXL: sliders can't be trained on it")
@@ -122,6 +131,8 @@ def make_host(runtime, sliders_dir, queue_lock, on_saved, library=None) -> Train
         on_saved=on_saved,
         slider_names=(lambda: library().names()) if library is not None else (lambda: ()),
         load_slider=(lambda name: library().load(name)) if library is not None else None,
+        # On the package alone: a submitted job must not load a model (``prepare`` checks the model too).
+        unavailable=lambda: host_kind.refusal(host_kind.TRAINING),
     )
 
 
