@@ -1,4 +1,5 @@
-"""UNet forward cost of applied sliders: hook path (per-row α) and merged path, plus merge/α-change times.
+"""UNet forward cost of applied sliders: hook path (per-row α) and merged path, plus merge/α-change times and
+the fixed cost of one generation job (look the sliders up, check them, attach, take off).
 
 Builds an SD1.5-sized LDM UNet (the webui's own ldm code, random weights) and rank-4 ``noxattn``
 sliders (the official default: 150 layers each). Prints one table. ``--size tiny`` uses the tests'
@@ -17,6 +18,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
@@ -26,6 +28,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from bench.common.random_sliders import random_slider  # noqa: E402
 from bench.common.tiny_models import FULL_CONFIGS, TINY_CONFIGS, build_unet  # noqa: E402
 from lib_sliders.apply.engine import ActiveSlider, SliderEngine  # noqa: E402
+from lib_sliders.files.slider_file import save_slider  # noqa: E402
+from lib_sliders.library.slider_library import SliderLibrary  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -61,6 +65,7 @@ def main() -> None:
     parser.add_argument("--counts", default="0,1,5,20,50", help="numbers of sliders to apply")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per cell (default 20 cuda, 3 cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--job-only", action="store_true", help="only the per-job figures (no forward timings)")
     args = parser.parse_args()
 
     if args.threads:
@@ -84,6 +89,9 @@ def main() -> None:
         "context": torch.randn(args.batch, 77, context_dim, generator=generator).to(device, dtype),
     }
     sliders = [random_slider(unet, "noxattn", rank=4, seed=i, name=f"s{i}") for i in range(max(*counts, 5))]
+    if args.job_only:
+        per_job_figures(unet, sliders, device, repeats)
+        return
     engine = SliderEngine(unet)
 
     def forward():
@@ -128,6 +136,39 @@ def main() -> None:
         attach_ms = timed(lambda a=active: (engine.apply(a, mode="hooks"), engine.clear()), device, repeats) * 1e3
         print(f"{f'attach + remove hooks, {count} slider(s)':<44}{attach_ms:>8.1f}")
     engine.clear()
+    per_job_figures(unet, sliders, device, repeats)
+
+
+def per_job_figures(unet: torch.nn.Module, sliders: list, device: torch.device, repeats: int) -> None:
+    """What a webui job costs besides sampling, as the runtime does it: the library's load and short hash, a new
+    engine on the UNet, check, attach hooks, one step's α, take off. The files are fp16, as trained sliders are.
+
+    "first job": a new library, so the files are read and hashed. "same sliders again": the library (and what it
+    caches) is the one of the job before, which is the usual case: a user changing the prompt or α.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        for i, slider in enumerate(sliders[:5]):
+            save_slider(slider, os.path.join(folder, f"s{i}.safetensors"), arch="sd1", dtype=torch.float16)
+
+        def job(library: SliderLibrary, count: int) -> None:
+            engine = SliderEngine(unet)
+            active = []
+            for i in range(count):
+                network = library.load(f"s{i}")
+                library.short_hash(f"s{i}")
+                engine.validate(network)
+                active.append(ActiveSlider(network, 1.0))
+            engine.apply(active, mode="hooks")
+            engine.set_step(0, 20)
+            engine.clear()
+
+        print(f"\n{'one job, outside sampling':<44}{'ms':>8}")
+        for count in (1, 5):
+            first = timed(lambda c=count: job(SliderLibrary([folder]), c), device, repeats, warmup=0) * 1e3
+            library = SliderLibrary([folder])
+            again = timed(lambda c=count, lib=library: job(lib, c), device, repeats) * 1e3
+            print(f"{f'first job, {count} slider(s)':<44}{first:>8.1f}")
+            print(f"{f'same sliders again, {count} slider(s)':<44}{again:>8.1f}")
 
 
 if __name__ == "__main__":

@@ -242,3 +242,49 @@ def _with_state(unet, state):
     clone = copy.deepcopy(unet)
     clone.load_state_dict(state)
     return clone
+
+
+def test_a_slider_applied_again_reuses_its_converted_factors():
+    """Between jobs a slider stays loaded (fp16, as files are) and its factors are converted for the model once;
+    an in-place change of a factor is seen at the next apply."""
+    from lib_sliders.apply import layer_delta
+
+    unet = build_unet("sd1", tiny=True)
+    slider = random_slider(unet, "noxattn", rank=2, seed=3)
+    for module in slider.unet.values():
+        module.down, module.up = module.down.half(), module.up.half()
+    inputs = unet_inputs(unet, "sd1", batch=2)
+    path, module = next(iter(slider.unet.items()))
+
+    engine = SliderEngine(unet)
+    engine.apply([ActiveSlider(slider, 1.5)])
+    with torch.no_grad():
+        first = unet(**inputs)
+    converted = layer_delta._CONVERTED[id(module.down)]
+    assert [t.dtype for t in converted.values()] == [torch.float32]
+    engine.clear()
+
+    conversions = []
+    real_to = torch.Tensor.to
+
+    def counting_to(self, *args, **kwargs):
+        if self.dtype == torch.float16:
+            conversions.append(self.shape)
+        return real_to(self, *args, **kwargs)
+
+    engine = SliderEngine(unet)  # a new job: a new engine, the same loaded slider
+    torch.Tensor.to = counting_to
+    try:
+        engine.apply([ActiveSlider(slider, 1.5)])
+    finally:
+        torch.Tensor.to = real_to
+    assert conversions == []
+    with torch.no_grad():
+        assert torch.equal(unet(**inputs), first)
+    engine.clear()
+
+    module.up.mul_(0)  # changed in place: converted again
+    engine.apply([ActiveSlider(slider, 1.5)])
+    delta = next(d for d in engine._deltas if d.layer is unet.get_submodule(path))
+    assert float(delta.up.abs().max()) == 0.0
+    engine.clear()

@@ -10,6 +10,7 @@ slider by its own α:
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -18,12 +19,11 @@ import torch.nn.functional as F
 from ..files.lora import LoraModule
 
 
-def _in_layer_shape(module: LoraModule, layer: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def _in_layer_shape(down: torch.Tensor, up: torch.Tensor, layer: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     # A 1×1 conv and a Linear are the same map; files for SD1 (conv proj_in) and SD2 (Linear) mix them.
-    down, up = module.down, module.up
-    if isinstance(layer, torch.nn.Conv2d) and not module.is_conv:
+    if isinstance(layer, torch.nn.Conv2d) and down.dim() == 2:
         return down[:, :, None, None], up[:, :, None, None]
-    if not isinstance(layer, torch.nn.Conv2d) and module.is_conv:
+    if not isinstance(layer, torch.nn.Conv2d) and down.dim() == 4:
         return down.flatten(1), up.flatten(1)
     return down, up
 
@@ -64,11 +64,33 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float32 if not dtype.is_floating_point or is_float8(dtype) else dtype
 
 
+# id(factor) → {(device, dtype, version): the factor converted}. A slider stays loaded in the library's cache
+# between jobs, so its fp16 factors are converted for the model once, not at every job; an in-place change of
+# the factor bumps its version and so misses. Entries go when the factor does.
+_CONVERTED: dict[int, dict[tuple, torch.Tensor]] = {}
+
+
+def _converted(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    key = (device, dtype, tensor._version)
+    entry = _CONVERTED.get(id(tensor))
+    if entry is None:
+        entry = _CONVERTED[id(tensor)] = {}
+        weakref.finalize(tensor, _CONVERTED.pop, id(tensor), None)
+    found = entry.get(key)
+    if found is None:
+        entry.clear()  # one copy per factor: the model's device and dtype of the latest job
+        found = entry[key] = tensor.to(device=device, dtype=dtype)
+    return found
+
+
 def _ready(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     # Trainable weights stay as they are (autocast handles their dtype; a cast would cut the graph).
     if tensor.requires_grad:
         return tensor if tensor.device == like.device else tensor.to(like.device)
-    return tensor.to(device=like.device, dtype=factor_dtype(like.dtype))
+    dtype = factor_dtype(like.dtype)
+    if tensor.device == like.device and tensor.dtype == dtype:
+        return tensor
+    return _converted(tensor, like.device, dtype)
 
 
 @dataclass
@@ -86,9 +108,9 @@ class LayerDelta:
     @classmethod
     def pack(cls, layer: torch.nn.Module, modules: list[tuple[int, LoraModule]]) -> LayerDelta:
         weight = layer.weight
-        shaped = [_in_layer_shape(m, layer) for _, m in modules]
-        downs = [_ready(down, weight) for down, _ in shaped]
-        ups = [_ready(up, weight) for _, up in shaped]
+        shaped = [_in_layer_shape(_ready(m.down, weight), _ready(m.up, weight), layer) for _, m in modules]
+        downs = [down for down, _ in shaped]
+        ups = [up for _, up in shaped]
         down = downs[0] if len(downs) == 1 else torch.cat(downs, dim=0)
         up = ups[0] if len(ups) == 1 else torch.cat(ups, dim=1)
         owners = torch.cat([torch.full((m.rank,), index, dtype=torch.long) for index, m in modules])
