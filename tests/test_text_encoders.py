@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import pytest
 import torch
 from torch import nn
 
@@ -110,3 +111,19 @@ def test_open_clip_fused_qkv_get_their_third():
         engine.clear()
         assert torch.equal(model(x), base)
         assert torch.equal(model.transformer.resblocks[1].attn.in_proj_weight, original)
+
+
+@pytest.mark.parametrize("encoder", ["hf", "open_clip"])
+def test_a_text_slider_for_another_width_is_refused_before_the_forward(encoder):
+    """Caught by ``validate`` (where the webui reports it and generates without it), not inside the text encoder."""
+    from lib_sliders.errors import SliderFileError
+
+    modules = random_text_slider({"mlp.fc1": 37, "mlp.fc2": 37} if encoder == "hf" else {"mlp.fc1": 4 * WIDTH,
+                                                                                          "mlp.fc2": 4 * WIDTH})
+    path = "encoder.layers.1.self_attn.k_proj"
+    modules[path] = LoraModule(torch.randn(2, WIDTH + 8), torch.randn(WIDTH, 2), alpha=1.0)
+    model = hf_clip() if encoder == "hf" else OpenClipText().eval()
+    engine = SliderEngine(torch.nn.Identity(), text_encoders=[model])
+    network = SliderNetwork(name="wide", text=[modules], source="/sliders/wide.safetensors")
+    with pytest.raises(SliderFileError, match=rf"wide\.safetensors.*{path}: shape {WIDTH}×{WIDTH + 8} doesn't fit"):
+        engine.validate(network)

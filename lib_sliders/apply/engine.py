@@ -155,6 +155,14 @@ class SliderEngine:
             if missing:
                 raise SliderFileError(network.source or network.name,
                                       f"text encoder {index + 1} has no layer {missing[0]} ({len(missing)} missing)")
+            for path, module in modules.items():  # here, not inside the text encoder's forward
+                slot = slots[path]
+                weight = slot.weight if slot.rows is None else slot.weight[slot.rows]
+                if (module.out_features, module.in_features) != tuple(weight.shape[:2]) or module.is_conv:
+                    raise SliderFileError(network.source or network.name,
+                                          f"text encoder {index + 1} layer {path}: shape {module.out_features}×"
+                                          f"{module.in_features} doesn't fit the model's {weight.shape[0]}×"
+                                          f"{weight.shape[1]} (a slider for another model?)")
 
     # ----- applying -------------------------------------------------------------------------------
     @property
