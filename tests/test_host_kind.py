@@ -2,7 +2,7 @@
 
 Forge is told by its ``modules_forge`` package (the Forge flavour of the double puts it on ``sys.path``) or by a
 model with ``forge_objects``; the fork's name comes from ``modules_forge/forge_version.py``. See
-``test_webui_forge.py`` for what is refused there.
+``test_webui_forge.py`` for what works there (generation) and what is still refused (training, text-encoder parts).
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import types
 from webui_double.forge_double import forge_on_path
 
 
-def test_detection_by_package_or_model_and_the_forks_name():
+def test_detection_by_package_or_model_and_the_forks_name(monkeypatch):
     from lib_sliders.webui import host_kind
+
+    monkeypatch.setattr(host_kind, "SUPPORTED_ON_FORGE", frozenset())  # the refusal's wording, for any feature
 
     assert host_kind.detect() == host_kind.A1111 and not host_kind.is_forge()
     assert host_kind.refusal(host_kind.GENERATION) is None and host_kind.ui_note(host_kind.TRAINING) is None
@@ -53,6 +55,13 @@ def test_a_job_is_told_once_and_only_when_it_asked_for_sliders(monkeypatch):
     def report(p, message):
         told.append(message)
 
+    with forge_on_path():  # generation works on Forge now; training doesn't yet
+        assert host_kind.GENERATION in host_kind.SUPPORTED_ON_FORGE
+        assert not host_kind.refuse_generation(types.SimpleNamespace(), report, True) and told == []
+        assert host_kind.ui_note(host_kind.GENERATION) is None
+        assert "training sliders is not supported on SD WebUI Forge" in host_kind.refusal(host_kind.TRAINING)
+    # The refusal itself, for a feature not listed (as generation was before its backend).
+    monkeypatch.setattr(host_kind, "SUPPORTED_ON_FORGE", frozenset())
     assert not host_kind.refuse_generation(types.SimpleNamespace(), report, True)  # A1111: go ahead
     with forge_on_path():
         p = types.SimpleNamespace()

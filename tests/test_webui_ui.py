@@ -66,7 +66,7 @@ def test_accordion_builds_in_the_txt2img_ui(env):
 
 
 def test_no_host_note_outside_forge(env):
-    # On Forge the accordion opens with a note that sliders aren't applied there (test_webui_forge.py).
+    # No note in the accordion on any host now (on Forge only the Train tab has one: test_webui_forge.py).
     assert env.script.elem_id("host_note") not in {getattr(b, "elem_id", None) for b in env.demo.blocks.values()}
 
 

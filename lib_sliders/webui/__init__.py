@@ -12,5 +12,6 @@ cards and the card editor), ``api`` (HTTP routes).
 Training: ``train_tab`` (the tab), ``train_form``, ``train_form_parse``, ``train_form_fill``, ``train_messages``
 and ``train_uploads`` (its form), ``train_jobs`` (jobs from the tab or the API), ``train_webui`` (training on the
 loaded model).
-Host: ``host_kind`` (AUTOMATIC1111's webui or SD WebUI Forge; what is refused on Forge until its backend exists).
+Host: ``host_kind`` (AUTOMATIC1111's webui or SD WebUI Forge; what is refused on Forge until its backend exists),
+``forge_runtime`` (the runtime on Forge's UNet).
 """

@@ -27,8 +27,9 @@ FORGE_VERSION_MODULE = FORGE_PACKAGE + ".forge_version"
 
 GENERATION = "generation"
 TRAINING = "training"
-# Features whose Forge backend is done; until one is listed here it is refused on Forge.
-SUPPORTED_ON_FORGE: frozenset[str] = frozenset()
+# Features whose Forge backend is done; until one is listed here it is refused on Forge. Generation: the UNet part
+# of sliders (forge_runtime); a slider with a text-encoder part is still refused there, per slider.
+SUPPORTED_ON_FORGE: frozenset[str] = frozenset({GENERATION})
 
 # forge_version.version → the fork's name (the forks that say who they are)
 _FORK_NAMES = {"classic": "SD WebUI Forge Classic", "neo": "SD WebUI Forge Neo"}

@@ -320,6 +320,16 @@ class SlidersRuntime(ModelFollowing):
             engine, plan = self._engine, self._applied
             if engine is None or plan is None or not engine.sliders:
                 return
+        self._set_row_alphas(params, p, plan, engine)
+        # The denoiser counts its own calls; the webui's state.sampling_step only moves after each step.
+        denoiser = getattr(params, "denoiser", None)
+        step, total = getattr(denoiser, "step", None), getattr(denoiser, "total_steps", None)
+        if step is None or not total:
+            step, total = params.sampling_step, params.total_sampling_steps
+        engine.set_step(int(step), int(total))
+
+    def _set_row_alphas(self, params, p, plan: BatchPlan, engine: SliderEngine) -> None:
+        """Each UNet row's α for the denoiser's batch (``params.x``: cond rows of every image, then uncond rows)."""
         rows = int(params.x.shape[0])
         cond_rows = _rows(params.text_cond)
         layout = (rows, cond_rows, bool(getattr(p, "is_hr_pass", False)))
@@ -327,19 +337,7 @@ class SlidersRuntime(ModelFollowing):
             self._layout = layout
             images = len(plan.sliders[0].image_alphas)
             row_images = self._row_images(p, images, rows, cond_rows)
-            alphas = []
-            for planned in plan.sliders:
-                if planned.is_uniform or row_images is None:
-                    alphas.append(planned.image_alphas[0])
-                else:
-                    alphas.append([planned.image_alphas[i] for i in row_images])
-            engine.set_alphas(alphas)
-        # The denoiser counts its own calls; the webui's state.sampling_step only moves after each step.
-        denoiser = getattr(params, "denoiser", None)
-        step, total = getattr(denoiser, "step", None), getattr(denoiser, "total_steps", None)
-        if step is None or not total:
-            step, total = params.sampling_step, params.total_sampling_steps
-        engine.set_step(int(step), int(total))
+            engine.set_alphas(plan_row_alphas(plan, row_images))
 
     def finish(self, p=None) -> None:
         self.clear()
@@ -408,6 +406,18 @@ class SlidersRuntime(ModelFollowing):
         if not prompts or len(prompts) != images:
             return None
         return self.host.count_subprompts(prompts)
+
+
+def plan_row_alphas(plan: BatchPlan, row_images: Sequence[int] | None) -> list:
+    """The applied sliders' α (``plan.sliders`` order): one number for a uniform slider or when the rows' images
+    aren't known (``row_images`` None: the first image's), else one per row (``row_images``: each row's image)."""
+    alphas = []
+    for planned in plan.sliders:
+        if planned.is_uniform or row_images is None:
+            alphas.append(planned.image_alphas[0])
+        else:
+            alphas.append([planned.image_alphas[i] for i in row_images])
+    return alphas
 
 
 def _job(p) -> JobState | None:

@@ -17,6 +17,7 @@ from ..library.slider_library import SliderLibrary
 from ..prompt.pasted_names import rename_by_hash
 from . import api, host_kind, settings, xyz
 from .args import EMPTY_ARGS, parse_args
+from .forge_runtime import ForgeSlidersRuntime
 from .network import ExtraNetworkSlider
 from .overrides import apply_overrides
 from .runtime import Host, SlidersRuntime
@@ -86,7 +87,8 @@ def lora_may_write_weights(p) -> bool:
     return unet is None or any(getattr(m, "network_current_names", ()) for m in unet.modules())
 
 
-runtime = SlidersRuntime(Host(
+# Forge: the same runtime on Forge's UNet (forge_runtime); decided by its package, there before any model loads.
+runtime = (ForgeSlidersRuntime if host_kind.forge_installed() else SlidersRuntime)(Host(
     sd_model=lambda: shared.sd_model,
     library=library,
     apply_mode=settings.apply_mode,
