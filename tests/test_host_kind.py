@@ -2,7 +2,7 @@
 
 Forge is told by its ``modules_forge`` package (the Forge flavour of the double puts it on ``sys.path``) or by a
 model with ``forge_objects``; the fork's name comes from ``modules_forge/forge_version.py``. See
-``test_webui_forge.py`` for what works there (generation) and what is still refused (training, text-encoder parts).
+``test_webui_forge.py`` for what works there (generation) and what is still refused (training).
 """
 
 from __future__ import annotations

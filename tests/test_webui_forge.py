@@ -1,16 +1,17 @@
-"""Sliders on SD WebUI Forge (and its forks): generation works as on A1111; training is still refused.
+"""Sliders on SD WebUI Forge (and its forks): generation (UNet and text-encoder parts) works as on A1111; training is
+still refused.
 
 The Forge flavour of the double (``webui_double/forge_double.py``): ``modules_forge`` importable while the webui
-double starts, ``shared.sd_model`` a ``ForgeDiffusionEngine``-shaped model (UNet only under ``forge_objects``, built
-with ``ForgeOperations``-like layers, no ``model.diffusion_model``), ``sd_hijack`` without its optimisation
-switches, and Forge's sampling function (its own row layout, ``cond_or_uncond``, memory-driven chunks). Every run
-checks that afterwards Forge's UNet is bitwise what it was, carries no hook, and that no patcher kept anything.
+double starts, ``shared.sd_model`` a ``ForgeDiffusionEngine``-shaped model (UNet and CLIP only under
+``forge_objects``, built with ``ForgeOperations``-like layers, no ``model.diffusion_model``), ``sd_hijack`` without
+its optimisation switches, and Forge's sampling function (its own row layout, ``cond_or_uncond``, memory-driven
+chunks). Every run checks that afterwards Forge's UNet and CLIP are bitwise what they were and carry no hook, and
+that no patcher kept anything.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 
 import pytest
@@ -33,6 +34,7 @@ def env(tmp_path_factory):
         forge_double.install_forge_sampling()
         environment.forge_model = make_forge_model(environment.model)
         environment.forge_saved = snapshot(environment.forge_model.forge_objects.unet.model)
+        environment.forge_clip_saved = snapshot(environment.forge_model.forge_objects.clip.cond_stage_model)
         yield environment
 
 
@@ -51,6 +53,7 @@ def run(env, p, **kwargs):
     res = env.run(p, **kwargs)
     model = env.forge_model
     assert_model_untouched(model.forge_objects.unet.model, env.forge_saved)
+    assert_model_untouched(model.forge_objects.clip.cond_stage_model, env.forge_clip_saved)
     for objects in (model.forge_objects, model.forge_objects_original, model.forge_objects_after_applying_lora):
         assert objects.unet.model_options == {"transformer_options": {}} and objects.unet.lora_patches == {}
     assert sys.modules["lib_sliders.webui.script"].runtime.active is False
@@ -96,7 +99,7 @@ def test_the_forge_unet_is_what_engines_would_miss(env):
     """Forge's Linear layers are not torch.nn.Linear: the engine alone refuses them; the Forge view shows them."""
     from lib_sliders.apply.engine import SliderEngine
     from lib_sliders.errors import SliderFileError
-    from lib_sliders.webui.forge_runtime import ForgeUnetView
+    from lib_sliders.webui.forge_runtime import ForgeModuleView
 
     library = sys.modules["lib_sliders.webui.script"].library()
     network = library.load("age")
@@ -105,7 +108,7 @@ def test_the_forge_unet_is_what_engines_would_miss(env):
     assert not isinstance(unet.get_submodule(path), torch.nn.Linear)
     with pytest.raises(SliderFileError, match="not a Linear or Conv2d"):
         SliderEngine(unet).validate(network)
-    view = ForgeUnetView(unet)
+    view = ForgeModuleView(unet)
     SliderEngine(view).validate(network)
     assert isinstance(view.get_submodule(path), torch.nn.Linear)
     assert view.get_submodule(path).weight is unet.get_submodule(path).weight
@@ -113,7 +116,7 @@ def test_the_forge_unet_is_what_engines_would_miss(env):
 
 def test_a_quantized_layer_is_refused_by_name(env):
     from lib_sliders.errors import SliderError
-    from lib_sliders.webui.forge_runtime import ForgeUnetView
+    from lib_sliders.webui.forge_runtime import ForgeModuleView
 
     class Params4bitLinear(torch.nn.Module):  # what nf4 storage holds: packed bytes, not [out, in] floats
         def __init__(self):
@@ -124,7 +127,7 @@ def test_a_quantized_layer_is_refused_by_name(env):
     unet = torch.nn.Module()
     unet.to_q = Params4bitLinear()
     with pytest.raises(SliderError, match="to_q is stored quantized"):
-        ForgeUnetView(unet).get_submodule("to_q")
+        ForgeModuleView(unet).get_submodule("to_q")
 
 
 def test_alpha_zero_is_bitwise_no_slider(env):
@@ -282,15 +285,56 @@ def test_weights_are_never_merged_on_forge(env):
     assert torch.equal(res.latents, reference)
 
 
-def test_text_encoder_sliders_are_refused_alone(env, caplog):
-    plain = gen(env, "a photo of a person <slider:age:2>")
-    with caplog.at_level(logging.WARNING, logger="concept_sliders"):
-        res = gen(env, "a photo of a person <slider:age:2> <slider:words:1>")
-    assert torch.equal(res.latents, plain.latents)  # age applied, words not
-    lines = [line for line in res.comments.splitlines() if "words" in line]
-    assert len(lines) == 1 and "text-encoder part can't be applied on SD WebUI Forge" in lines[0], res.comments
+def test_text_encoder_deltas_match_the_a1111_engine(env):
+    """Forge's CLIP (ForgeOperations Linears, under inference mode) gets the same delta as a torch CLIP."""
+    from lib_sliders.apply.engine import ActiveSlider, SliderEngine
+    from lib_sliders.webui.forge_runtime import ForgeModuleView
+
     library = sys.modules["lib_sliders.webui.script"].library()
-    assert params_of(res.infotexts[0])[HASHES_KEY] == f"age: {library.short_hash('age')}"  # not words
+    network = library.load("words")
+    toy_encoder = env.model.cond_stage_model
+    forge_encoder = env.forge_model.forge_objects.clip.cond_stage_model.clip_l
+    prompts = ["a photo of a person", "a cat"]
+    plain = env.forge_model.get_learned_conditioning(prompts)
+    assert torch.equal(plain, toy_encoder(prompts))
+    with pytest.raises(Exception, match="no layer"):  # the engine alone doesn't see Forge's Linears
+        SliderEngine(torch.nn.Linear(1, 1), [forge_encoder]).validate(network)
+    reference = SliderEngine(torch.nn.Linear(1, 1), [toy_encoder], text_mode="hooks")
+    forge = SliderEngine(torch.nn.Linear(1, 1), [ForgeModuleView(forge_encoder)], text_mode="hooks")
+    try:
+        for engine in (reference, forge):
+            engine.validate(network)
+            engine.apply([ActiveSlider(network, alpha=2.0)])
+        expected = toy_encoder(prompts)
+        got = env.forge_model.get_learned_conditioning(prompts)
+    finally:
+        reference.clear()
+        forge.clear()
+    assert differs(expected, plain) and torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert_model_untouched(env.forge_model.forge_objects.clip.cond_stage_model, env.forge_clip_saved)
+
+
+def test_text_encoder_slider_from_tag_and_from_args(env):
+    base = gen(env).latents
+    tagged = gen(env, "a photo of a person <slider:words:2>").latents
+    assert differs(tagged, base)
+    # Same prompts and no tag: the webui's cond cache must not hand back the conds made without the slider…
+    assert torch.equal(gen(env, sliders={"sliders": [{"name": "words", "alpha": 2}]}).latents, tagged)
+    # …nor the next plain job the conds made with it.
+    assert torch.equal(gen(env).latents, base)
+
+
+def test_text_encoder_spread_over_batches(env):
+    res = gen(env, "a photo <slider:words:-2..2>", n_iter=2)
+    for i, alpha in enumerate((-2, 2)):
+        assert torch.equal(res.latents[i:i + 1], gen(env, f"a photo <slider:words:{alpha}>", seed=SEED + i).latents)
+        assert differs(res.latents[i:i + 1], gen(env, "a photo", seed=SEED + i).latents)
+
+
+def test_text_encoder_tag_on_one_image_leaves_the_others_alone(env):
+    batch = gen(env, ["a photo <slider:words:2>", "a cat"], batch_size=2)
+    assert close(batch.latents[1:2], gen(env, "a cat", seed=SEED + 1).latents), "image 1 has no slider"
+    assert close(batch.latents[0:1], gen(env, "a photo <slider:words:2>").latents) or "words" in batch.comments
 
 
 def run_cells(env, p, label, values):

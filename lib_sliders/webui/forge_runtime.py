@@ -12,7 +12,7 @@ differs is the model underneath, and this module adapts the engine to it:
 * **Its layers** are ``ForgeOperations``: ``Conv2d`` subclasses ``torch.nn.Conv2d``, but ``Linear`` subclasses
   ``torch.nn.Module`` only (``in_features``, ``out_features``, a ``weight`` parameter; ``F.linear`` with the weight
   fetched per call). The engine only hooks and packs deltas for ``torch.nn.Linear``/``Conv2d`` layers, so it gets a
-  view of the UNet (``ForgeUnetView``) that shows such a layer as a ``torch.nn.Linear`` of its shape, reading its
+  view of the UNet (``ForgeModuleView``) that shows such a layer as a ``torch.nn.Linear`` of its shape, reading its
   weight and putting hooks on the real layer. A layer whose weight is stored quantized (Forge's nf4/fp4/gguf UNet
   storage: packed, not ``[out, in]`` floats) is refused by name.
 * **The rows of a UNet call** follow Forge's sampling function (``backend/sampling/sampling_function.py``,
@@ -24,8 +24,11 @@ differs is the model underneath, and this module adapts the engine to it:
   the step gates (``start=``/``stop=``).
 * **Weights are never written**: always hooks, whatever the "How sliders are applied" setting (Forge's own LoRA
   merges into the same weights when it loads a patcher, with its own backups).
-* **Text encoders** (``forge_objects.clip``) are not handled yet: a slider with a text-encoder part is refused
-  (reported, the image made without it) rather than half-applied.
+* **Text encoders** are ``forge_objects.clip.cond_stage_model``'s ``clip_l`` / ``clip_h`` / ``clip_g`` (HF CLIP
+  text models, HF layer names as slider files use them, ``ForgeOperations`` Linears too): seen through the same
+  view, with the engine's text hooks. The text encoder runs in ``setup_conds`` after ``activate``, as on A1111, and
+  the webui's cond cache is dropped when text-encoder sliders change (``SlidersRuntime._check_cond_cache``; Forge
+  keeps A1111's ``cached_c``/``cached_uc`` with the key first).
 
 ``lib_sliders`` still imports nothing from Forge: the model is reached through plain attributes.
 """
@@ -39,8 +42,6 @@ import torch
 
 from ..apply.engine import SliderEngine
 from ..errors import SliderError
-from ..files.lora import SliderNetwork
-from . import host_kind
 from .runtime import SlidersRuntime, plan_row_alphas
 
 logger = logging.getLogger("concept_sliders")
@@ -100,23 +101,32 @@ class _LinearView(torch.nn.Linear):
         return self.target(x)
 
 
-class ForgeUnetView(torch.nn.Module):
-    """What the engine sees of Forge's UNet: layers found by path (Forge Linears as ``_LinearView``); hooks on the
-    view go onto the UNet itself."""
+class ForgeModuleView(torch.nn.Module):
+    """What the engine sees of a Forge module (the UNet, a text encoder): its layers found by path or listed by
+    ``named_modules`` (Forge Linears as ``_LinearView``); hooks on the view go onto the module itself."""
 
-    def __init__(self, unet: torch.nn.Module):
+    def __init__(self, module: torch.nn.Module):
         super().__init__()
-        object.__setattr__(self, "target", unet)  # not a child: the view owns nothing
+        object.__setattr__(self, "target", module)  # not a child: the view owns nothing
         self._views: dict[str, _LinearView] = {}
 
-    def get_submodule(self, target: str) -> torch.nn.Module:
-        layer = self.target.get_submodule(target)
+    def _view(self, path: str, layer: torch.nn.Module) -> torch.nn.Module:
         if not _is_linear_like(layer):
             return layer  # torch's Linear/Conv2d (Forge's Conv2d subclasses it), or what the engine will name
-        view = self._views.get(target)
+        view = self._views.get(path)
         if view is None or view.target is not layer:
-            view = self._views[target] = _LinearView(layer, target)
+            view = self._views[path] = _LinearView(layer, path)
         return view
+
+    def get_submodule(self, target: str) -> torch.nn.Module:
+        return self._view(target, self.target.get_submodule(target))
+
+    def named_modules(self, memo=None, prefix: str = "", remove_duplicate: bool = True):
+        for name, module in self.target.named_modules(prefix=prefix, remove_duplicate=remove_duplicate):
+            try:
+                yield name, self._view(name, module)
+            except SliderError:
+                yield name, module  # a quantized layer: not a target (validation names a missing layer)
 
     def register_forward_hook(self, hook, *args, **kwargs):
         return self.target.register_forward_hook(hook, *args, **kwargs)
@@ -128,14 +138,16 @@ class ForgeUnetView(torch.nn.Module):
         return self.target(*args, **kwargs)
 
 
-class ForgeSliderEngine(SliderEngine):
-    """The engine on a ``ForgeUnetView``; text-encoder parts are refused until Forge's CLIP is handled."""
+# Forge's text encoders in ``forge_objects.clip.cond_stage_model``, in the order slider files number them
+# (``lora_te1``/``lora_te2``): SD 1.5 ``clip_l``, SD 2.x ``clip_h``, SDXL ``clip_l`` then ``clip_g``.
+TEXT_ENCODER_KEYS = ("clip_l", "clip_h", "clip_g")
 
-    def validate(self, network: SliderNetwork) -> None:
-        if network.has_text:
-            raise SliderError(f"its text-encoder part can't be applied on {host_kind.detect().label} yet; the image "
-                              "is made without this slider")
-        super().validate(network)
+
+def forge_text_encoders(sd_model) -> list[torch.nn.Module]:
+    encoders = getattr(getattr(getattr(sd_model, "forge_objects", None), "clip", None), "cond_stage_model", None)
+    if encoders is None:
+        return []
+    return [encoders[key] for key in TEXT_ENCODER_KEYS if key in encoders]
 
 
 class ForgeSlidersRuntime(SlidersRuntime):
@@ -155,7 +167,9 @@ class ForgeSlidersRuntime(SlidersRuntime):
         if engine is not None and self._engine_model is sd_model and engine.unet.target is unet:
             return engine
         self.clear()
-        engine = self._engine = ForgeSliderEngine(ForgeUnetView(unet), (), text_mode="hooks")
+        # Text-encoder deltas as forward hooks too (Forge's LoRA merges into the CLIP weights when it loads them).
+        texts = [ForgeModuleView(encoder) for encoder in forge_text_encoders(sd_model)]
+        engine = self._engine = SliderEngine(ForgeModuleView(unet), texts, text_mode="hooks")
         self._engine_model = sd_model
         engine.contain_errors = True
         engine.on_failure = self._late_failure

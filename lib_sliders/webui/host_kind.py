@@ -27,8 +27,8 @@ FORGE_VERSION_MODULE = FORGE_PACKAGE + ".forge_version"
 
 GENERATION = "generation"
 TRAINING = "training"
-# Features whose Forge backend is done; until one is listed here it is refused on Forge. Generation: the UNet part
-# of sliders (forge_runtime); a slider with a text-encoder part is still refused there, per slider.
+# Features whose Forge backend is done; until one is listed here it is refused on Forge. Generation: forge_runtime
+# (a UNet stored in nf4/fp4/gguf is still refused there, per slider).
 SUPPORTED_ON_FORGE: frozenset[str] = frozenset({GENERATION})
 
 # forge_version.version → the fork's name (the forks that say who they are)

