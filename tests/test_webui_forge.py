@@ -337,6 +337,30 @@ def test_text_encoder_tag_on_one_image_leaves_the_others_alone(env):
     assert close(batch.latents[0:1], gen(env, "a photo <slider:words:2>").latents) or "words" in batch.comments
 
 
+def test_a_slider_for_another_model_is_refused_alone(env):
+    reference = gen(env, "a photo of a person <slider:age:2>").latents
+    res = gen(env, "a photo of a person <slider:age:2> <slider:misfit:1>")
+    assert torch.equal(res.latents, reference)
+    assert any("misfit" in line for line in res.comments.splitlines()), res.comments
+
+
+def test_sliders_follow_a_switch_to_another_forge_model(env):
+    """Another checkpoint: Forge makes a new engine object (``forge_model_reload``); the sliders go with it and the
+    old model keeps nothing."""
+    from modules import shared
+    from webui_double.conftest_helpers import make_model
+
+    other = make_forge_model(make_model(seed=1))
+    saved_other = snapshot(other.forge_objects.unet.model)
+    gen(env, "a photo of a person <slider:age:2>")  # the engine sits on the first model now
+    shared.sd_model = other
+    plain = env.run(env.make_p("a photo of a person")).latents
+    res = env.run(env.make_p("a photo of a person <slider:age:2>"))
+    assert differs(res.latents, plain)
+    assert_model_untouched(other.forge_objects.unet.model, saved_other)
+    assert_model_untouched(env.forge_model.forge_objects.unet.model, env.forge_saved)
+
+
 def run_cells(env, p, label, values):
     cells = []
     for value in values:
