@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import os
 import sys
@@ -73,6 +74,7 @@ class ForgeObjects:
         return ForgeObjects(self.unet, self.clip, self.vae, self.clipvision)
 
 
+@functools.cache
 def forge_operations():
     """``backend/operations.py`` ``ForgeOperations`` as far as the UNet uses them, on ComfyUI's ops for the rest."""
     from bench.common import tiny_models
