@@ -244,47 +244,62 @@ def _with_state(unet, state):
     return clone
 
 
-def test_a_slider_applied_again_reuses_its_converted_factors():
-    """Between jobs a slider stays loaded (fp16, as files are) and its factors are converted for the model once;
-    an in-place change of a factor is seen at the next apply."""
-    from lib_sliders.apply import layer_delta
+def test_sliders_applied_again_reuse_their_prepared_factors():
+    """Between jobs the sliders stay loaded (fp16, as files are); their factors are converted for the model and
+    packed per layer once. An in-place change of a factor is seen at the next apply."""
+    from lib_sliders.apply import factor_cache
 
     unet = build_unet("sd1", tiny=True)
-    slider = random_slider(unet, "noxattn", rank=2, seed=3)
-    for module in slider.unet.values():
-        module.down, module.up = module.down.half(), module.up.half()
+    sliders = [random_slider(unet, "noxattn", rank=2, seed=seed, name=f"s{seed}") for seed in (3, 4)]
+    for slider in sliders:
+        for module in slider.unet.values():
+            module.down, module.up = module.down.half(), module.up.half()
     inputs = unet_inputs(unet, "sd1", batch=2)
-    path, module = next(iter(slider.unet.items()))
+    path, module = next(iter(sliders[0].unet.items()))
+    layer = unet.get_submodule(path)
 
-    engine = SliderEngine(unet)
-    engine.apply([ActiveSlider(slider, 1.5)])
-    with torch.no_grad():
-        first = unet(**inputs)
-    converted = layer_delta._CONVERTED[id(module.down)]
-    assert [t.dtype for t in converted.values()] == [torch.float32]
-    engine.clear()
+    def job():
+        engine = SliderEngine(unet)  # a new job: a new engine, the same loaded sliders
+        engine.apply([ActiveSlider(sliders[0], 1.5), ActiveSlider(sliders[1], -1.0)])
+        with torch.no_grad():
+            output = unet(**inputs)
+        delta = next(d for d in engine._deltas if d.layer is layer)
+        engine.clear()
+        return output, delta
 
+    first, first_delta = job()
+    assert [t.dtype for t in factor_cache._CONVERTED[id(module.down)].values()] == [torch.float32]
     conversions = []
-    real_to = torch.Tensor.to
+    real_to, real_cat = torch.Tensor.to, torch.cat
 
     def counting_to(self, *args, **kwargs):
         if self.dtype == torch.float16:
             conversions.append(self.shape)
         return real_to(self, *args, **kwargs)
 
-    engine = SliderEngine(unet)  # a new job: a new engine, the same loaded slider
-    torch.Tensor.to = counting_to
-    try:
-        engine.apply([ActiveSlider(slider, 1.5)])
-    finally:
-        torch.Tensor.to = real_to
-    assert conversions == []
-    with torch.no_grad():
-        assert torch.equal(unet(**inputs), first)
-    engine.clear()
+    def counting_cat(*args, **kwargs):
+        conversions.append("cat")
+        return real_cat(*args, **kwargs)
 
-    module.up.mul_(0)  # changed in place: converted again
-    engine.apply([ActiveSlider(slider, 1.5)])
-    delta = next(d for d in engine._deltas if d.layer is unet.get_submodule(path))
-    assert float(delta.up.abs().max()) == 0.0
+    torch.Tensor.to, torch.cat = counting_to, counting_cat
+    try:
+        engine = SliderEngine(unet)
+        engine.apply([ActiveSlider(sliders[0], 1.5), ActiveSlider(sliders[1], -1.0)])
+        engine.clear()
+    finally:
+        torch.Tensor.to, torch.cat = real_to, real_cat
+    assert conversions == []
+    again, again_delta = job()
+    assert torch.equal(again, first) and again_delta.down is first_delta.down
+
+    module.up.mul_(0)  # changed in place: converted and packed again
+    _, changed = job()
+    rank = module.rank
+    assert float(changed.up[:, :rank].abs().max()) == 0.0 and float(first_delta.up[:, :rank].abs().max()) > 0
+    # The slider order is part of the pack (which slot belongs to which slider).
+    engine = SliderEngine(unet)
+    engine.apply([ActiveSlider(sliders[1], -1.0), ActiveSlider(sliders[0], 1.5)])
+    swapped = next(d for d in engine._deltas if d.layer is layer)
+    assert swapped.owners.tolist() == [0] * rank + [1] * rank
+    assert torch.equal(swapped.down[:rank], changed.down[rank:])
     engine.clear()

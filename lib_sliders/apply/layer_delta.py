@@ -10,13 +10,13 @@ slider by its own α:
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from ..files.lora import LoraModule
+from .factor_cache import converted, module_sources, packed
 
 
 def _in_layer_shape(down: torch.Tensor, up: torch.Tensor, layer: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,25 +64,6 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float32 if not dtype.is_floating_point or is_float8(dtype) else dtype
 
 
-# id(factor) → {(device, dtype, version): the factor converted}. A slider stays loaded in the library's cache
-# between jobs, so its fp16 factors are converted for the model once, not at every job; an in-place change of
-# the factor bumps its version and so misses. Entries go when the factor does.
-_CONVERTED: dict[int, dict[tuple, torch.Tensor]] = {}
-
-
-def _converted(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    key = (device, dtype, tensor._version)
-    entry = _CONVERTED.get(id(tensor))
-    if entry is None:
-        entry = _CONVERTED[id(tensor)] = {}
-        weakref.finalize(tensor, _CONVERTED.pop, id(tensor), None)
-    found = entry.get(key)
-    if found is None:
-        entry.clear()  # one copy per factor: the model's device and dtype of the latest job
-        found = entry[key] = tensor.to(device=device, dtype=dtype)
-    return found
-
-
 def _ready(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     # Trainable weights stay as they are (autocast handles their dtype; a cast would cut the graph).
     if tensor.requires_grad:
@@ -90,7 +71,7 @@ def _ready(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     dtype = factor_dtype(like.dtype)
     if tensor.device == like.device and tensor.dtype == dtype:
         return tensor
-    return _converted(tensor, like.device, dtype)
+    return converted(tensor, like.device, dtype)
 
 
 @dataclass
@@ -108,14 +89,20 @@ class LayerDelta:
     @classmethod
     def pack(cls, layer: torch.nn.Module, modules: list[tuple[int, LoraModule]]) -> LayerDelta:
         weight = layer.weight
-        shaped = [_in_layer_shape(_ready(m.down, weight), _ready(m.up, weight), layer) for _, m in modules]
-        downs = [down for down, _ in shaped]
-        ups = [up for _, up in shaped]
-        down = downs[0] if len(downs) == 1 else torch.cat(downs, dim=0)
-        up = ups[0] if len(ups) == 1 else torch.cat(ups, dim=1)
-        owners = torch.cat([torch.full((m.rank,), index, dtype=torch.long) for index, m in modules])
-        scales = torch.cat([torch.full((m.rank,), m.scale, dtype=torch.float32) for _, m in modules])
-        return cls(layer, down, up, owners.to(weight.device), scales.to(weight.device))
+
+        def build() -> tuple[torch.Tensor, ...]:
+            shaped = [_in_layer_shape(_ready(m.down, weight), _ready(m.up, weight), layer) for _, m in modules]
+            downs = [down for down, _ in shaped]
+            ups = [up for _, up in shaped]
+            down = downs[0] if len(downs) == 1 else torch.cat(downs, dim=0)
+            up = ups[0] if len(ups) == 1 else torch.cat(ups, dim=1)
+            owners = torch.cat([torch.full((m.rank,), index, dtype=torch.long) for index, m in modules])
+            scales = torch.cat([torch.full((m.rank,), m.scale, dtype=torch.float32) for _, m in modules])
+            return down, up, owners.to(weight.device), scales.to(weight.device)
+
+        kind = (isinstance(layer, torch.nn.Conv2d), weight.device, weight.dtype,
+                tuple((index, m.scale) for index, m in modules))
+        return cls(layer, *packed(kind, module_sources(modules), build))
 
     def move_to(self, device: torch.device) -> None:
         self.down, self.up = self.down.to(device), self.up.to(device)
