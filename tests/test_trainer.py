@@ -276,3 +276,29 @@ def test_the_sliders_named_to_train_among_must_be_the_ones_given(sd1):
         SliderTrainer(ModelBackend(sd1), small_config(train_among=["other"]))
     with pytest.raises(ConfigError, match=r"train_among: .*not given: none; not named: stray"):
         SliderTrainer(ModelBackend(sd1), small_config(), companions={"stray": other})
+
+
+def test_a_model_stored_in_fp8_trains_in_half_precision_and_is_left_as_found():
+    """The webui's "FP8 weight" setting stores the UNet's Linear/Conv weights in fp8 and computes in half
+    precision: auto precision must train in bf16 (CPU) there, never in fp8, and never merge into those weights."""
+    from lib_sliders.errors import SliderError
+
+    model = make_toy_model("sd1", seed=2)
+    unet = model.model.diffusion_model
+    for layer in unet.modules():
+        if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d)):
+            layer.weight.data = layer.weight.data.to(torch.float8_e4m3fn)
+    saved = snapshot(unet)
+    backend = ModelBackend(model)
+    assert backend.dtype == torch.float8_e4m3fn
+    with pytest.raises(SliderError, match="fp8"):
+        SliderTrainer(backend, small_config(iterations=2), merge_for_sampling=True)
+    with pytest.raises(SliderError, match="full-precision model"):
+        SliderTrainer(backend, small_config(iterations=2, precision="fp32")).train()
+    trainer = SliderTrainer(backend, small_config(iterations=2, max_denoising_steps=2))
+    assert trainer.merge_for_sampling is False
+    result = trainer.train()
+    assert_restored(unet, saved)
+    ups = [module.up for module in result.network.unet.values()]
+    assert all(up.dtype == torch.float32 and torch.isfinite(up).all() for up in ups)
+    assert any(float(up.abs().max()) > 0 for up in ups)  # it learned something

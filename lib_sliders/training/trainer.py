@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..apply.engine import ActiveSlider, SliderEngine
+from ..apply.layer_delta import is_float8
 from ..errors import SliderError
 from ..files.arch import detect_model_arch
 from ..files.lora import LoraModule, SliderNetwork
@@ -59,6 +60,10 @@ def _autocast_dtype(precision: str, model_dtype: torch.dtype, device: torch.devi
         return torch.bfloat16
     if precision == "fp16":
         return torch.float16
+    if is_float8(model_dtype):
+        # Weights stored in fp8 (the webui's "FP8 weight") are computed in half precision, as the webui does:
+        # fp16 on a GPU, bf16 on a CPU.
+        return torch.float16 if device.type == "cuda" else torch.bfloat16
     # auto: full precision when the model is, else the model's own half type
     return None if model_dtype == torch.float32 else model_dtype
 
@@ -124,7 +129,13 @@ class SliderTrainer:
         self.start_estimate: StartEstimate | None = None
         self.trained_from = 0.0  # set by train(): the start the slider trains from
         # Merging pays off where the hooks' kernel launches dominate (GPU); on a CPU the merge costs more.
-        self.merge_for_sampling = backend.device.type == "cuda" if merge_for_sampling is None else merge_for_sampling
+        # Weights stored in fp8 can't take a merged delta (it would round away): hooks there.
+        fp8 = is_float8(backend.dtype)
+        if merge_for_sampling and fp8:
+            raise SliderError("merge_for_sampling: the model's weights are stored in fp8, which can't hold a merged "
+                              "slider; leave it unset")
+        self.merge_for_sampling = (backend.device.type == "cuda" and not fp8 if merge_for_sampling is None
+                                   else merge_for_sampling)
         # The merged sampling calls replayed as CUDA graphs (on CUDA, by default; falls back by itself).
         # Companions' hooks would be captured with one α; their α changes every iteration.
         self.cuda_graphs = (backend.device.type == "cuda" and not self.companions if cuda_graphs is None
