@@ -4,7 +4,8 @@ The entry script (``scripts/concept_sliders.py``) imports ``script`` and calls `
 else here is reached from there.
 
 Generating: ``script`` (the always-on script and the callbacks), ``args`` (its argument), ``runtime`` (one job's
-sliders on the live model), ``infotext_records`` (what each image got, for its infotext), ``model_following`` (the
+sliders on the live model), ``row_layout`` (which image each UNet row belongs to), ``infotext_records`` (what each image got, for its
+infotext), ``model_following`` (the
 engine on ``shared.sd_model``'s UNet), ``models`` (where the UNet and text encoders of a loaded model are),
 ``network`` (the ``slider`` extra network), ``overrides`` and ``xyz`` (X/Y/Z plot axes), ``settings``.
 UI: ``accordion`` and ``ui_state`` (the txt2img/img2img accordion), ``page`` and ``user_metadata`` (Extra Networks

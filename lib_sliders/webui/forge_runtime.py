@@ -42,7 +42,8 @@ import torch
 
 from ..apply.engine import SliderEngine
 from ..errors import SliderError
-from .runtime import SlidersRuntime, plan_row_alphas
+from .row_layout import plan_row_alphas
+from .runtime import SlidersRuntime
 
 logger = logging.getLogger("concept_sliders")
 

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..apply.cfg_rows import cfg_row_images, job_image_indices
+from ..apply.cfg_rows import job_image_indices
 from ..apply.engine import ActiveSlider, SliderEngine
 from ..apply.job_plan import BatchPlan, ResolvedSlider, SliderRequest, plan_batch
 from ..errors import SliderError
@@ -33,6 +33,7 @@ from ..library.slider_library import SliderLibrary
 from .infotext_records import ImageRecord, add_infotext_fields, record_pass, report_problem, short_hashes, take_back
 from .model_following import ModelFollowing
 from .models import model_arch
+from .row_layout import cond_rows, plan_row_alphas, row_images, subprompt_counts
 from .user_metadata import merged_info, read_user_metadata
 
 logger = logging.getLogger("concept_sliders")
@@ -331,13 +332,12 @@ class SlidersRuntime(ModelFollowing):
     def _set_row_alphas(self, params, p, plan: BatchPlan, engine: SliderEngine) -> None:
         """Each UNet row's α for the denoiser's batch (``params.x``: cond rows of every image, then uncond rows)."""
         rows = int(params.x.shape[0])
-        cond_rows = _rows(params.text_cond)
-        layout = (rows, cond_rows, bool(getattr(p, "is_hr_pass", False)))
+        cond_row_count = cond_rows(params.text_cond)
+        layout = (rows, cond_row_count, bool(getattr(p, "is_hr_pass", False)))
         if layout != self._layout:
             self._layout = layout
             images = len(plan.sliders[0].image_alphas)
-            row_images = self._row_images(p, images, rows, cond_rows)
-            engine.set_alphas(plan_row_alphas(plan, row_images))
+            engine.set_alphas(plan_row_alphas(plan, self._row_images(p, images, rows, cond_row_count)))
 
     def finish(self, p=None) -> None:
         self.clear()
@@ -385,47 +385,16 @@ class SlidersRuntime(ModelFollowing):
 
         return resolve
 
-    def _row_images(self, p, images: int, rows: int, cond_rows: int) -> list[int] | None:
+    def _row_images(self, p, images: int, rows: int, cond_row_count: int) -> list[int] | None:
         """Image of each UNet row, or None when the layout can't be read (then every row gets image 0's α)."""
-        repeats = [1] * images if cond_rows == images else self._subprompt_counts(p, images)
-        extra = rows - cond_rows
-        if repeats is None or sum(repeats) != cond_rows or images == 0 or extra % images:
-            if not self._layout_warned:
-                self._layout_warned = True
-                logger.warning("Concept Sliders: can't tell which image each of %d UNet rows belongs to; "
-                               "every image gets the first image's α", rows)
-            return None
-        # Uncond rows (and the image-conditioning rows of instruct-pix2pix) follow in image order.
-        return cfg_row_images(repeats, include_uncond=False) + list(range(images)) * (extra // images)
-
-    def _subprompt_counts(self, p, images: int) -> list[int] | None:
-        if self.host.count_subprompts is None or p is None:
-            return None
-        prompts = getattr(p, "hr_prompts", None) if getattr(p, "is_hr_pass", False) else None
-        prompts = prompts or getattr(p, "prompts", None)
-        if not prompts or len(prompts) != images:
-            return None
-        return self.host.count_subprompts(prompts)
-
-
-def plan_row_alphas(plan: BatchPlan, row_images: Sequence[int] | None) -> list:
-    """The applied sliders' α (``plan.sliders`` order): one number for a uniform slider or when the rows' images
-    aren't known (``row_images`` None: the first image's), else one per row (``row_images``: each row's image)."""
-    alphas = []
-    for planned in plan.sliders:
-        if planned.is_uniform or row_images is None:
-            alphas.append(planned.image_alphas[0])
-        else:
-            alphas.append([planned.image_alphas[i] for i in row_images])
-    return alphas
+        subprompts = None if cond_row_count == images else subprompt_counts(self.host.count_subprompts, p, images)
+        found = row_images(images, rows, cond_row_count, subprompts)
+        if found is None and not self._layout_warned:
+            self._layout_warned = True
+            logger.warning("Concept Sliders: can't tell which image each of %d UNet rows belongs to; "
+                           "every image gets the first image's α", rows)
+        return found
 
 
 def _job(p) -> JobState | None:
     return getattr(p, "sliders_job", None) if p is not None else None
-
-
-def _rows(cond) -> int:
-    """Rows of a conditioning: a tensor, or SDXL's dict of tensors (``DictWithShape``)."""
-    if isinstance(cond, dict):
-        return int(cond["crossattn"].shape[0])
-    return int(cond.shape[0])
