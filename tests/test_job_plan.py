@@ -2,7 +2,7 @@
 
 import pytest
 
-from lib_sliders.apply.job_plan import ResolvedSlider, SliderRequest, plan_batch
+from lib_sliders.apply.job_plan import ResolvedSlider, SliderRequest, plan_batch, varies_across_images
 from lib_sliders.errors import SliderError, SliderFileError
 from lib_sliders.files.lora import SliderNetwork
 from lib_sliders.prompt.prompt_tags import AlphaSpec
@@ -98,3 +98,14 @@ def test_a_window_with_no_step_left_is_a_problem():
 def test_prompt_and_index_counts_must_match():
     with pytest.raises(ValueError):
         plan_batch(["a"], [0, 1], 2, [], make_resolver(), 10)
+
+
+def test_a_job_is_a_strip_when_some_alpha_varies_between_images():
+    spread = SliderRequest("age", AlphaSpec("spread", (-2.0, 2.0)))
+    assert varies_across_images([spread], ["a photo"])
+    assert varies_across_images([], ["a photo <slider:age:1|2>", "x"])
+    assert varies_across_images([], ["x", "y <slider:age:-1..1:start=0.2>"])
+    # Not strips: one α everywhere, a "spread" or cycle of equal values, different fixed tags, broken tags.
+    assert not varies_across_images([SliderRequest("age", AlphaSpec("value", (2.0,)))], ["a photo"])
+    assert not varies_across_images([SliderRequest("age", AlphaSpec("spread", (1.0, 1.0)))], ["<slider:a:2|2>"])
+    assert not varies_across_images([], ["<slider:age:2>", "<slider:age:-1>", "<slider:age:x..y>", "<slider:b>"])

@@ -160,6 +160,38 @@ def test_and_prompt_in_one_image(env, batch_cond_uncond):
         assert close(batch[i:i + 1], alone), (i, float((batch[i:i + 1] - alone).abs().max()))
 
 
+def test_a_strip_shares_the_first_images_seed(env):
+    """The setting's default: a strip is one image at several α. Each image equals that image made alone."""
+    env.m.shared.opts.sliders_strip_same_seed = True
+    res = gen(env, "a photo of a person <slider:age:-2..2>", batch_size=3)
+    assert [params_of(env, t)["Seed"] for t in res.infotexts] == [str(SEED)] * 3
+    for i, alpha in enumerate((-2, 0, 2)):
+        alone = gen(env, f"a photo of a person <slider:age:{alpha}>").latents
+        assert close(res.latents[i:i + 1], alone), (i, float((res.latents[i:i + 1] - alone).abs().max()))
+    # From the accordion's strip row (a request), over two batches, and with a cycle.
+    rows = gen(env, sliders={"sliders": [{"name": "age", "alpha": "-1|1"}]}, n_iter=2)
+    assert [params_of(env, t)["Seed"] for t in rows.infotexts] == [str(SEED)] * 2
+    assert close(rows.latents[1:2], gen(env, "a photo of a person <slider:age:1>").latents)
+
+
+@pytest.mark.parametrize("job", ["fixed tags", "list of seeds", "variation seeds", "setting off"])
+def test_seeds_stay_the_webuis_when_the_job_is_no_strip_or_the_user_chose_them(env, job):
+    env.m.shared.opts.sliders_strip_same_seed = job != "setting off"
+    prompt, kwargs = "a photo of a person <slider:age:-2..2>", {}
+    if job == "fixed tags":  # different fixed α per image: not a strip
+        prompt = ["a photo <slider:age:2>", "a photo <slider:age:-1>"]
+    elif job == "list of seeds":
+        kwargs = {"seed": [SEED, SEED + 7]}
+    elif job == "variation seeds":
+        kwargs = {"subseed": 5, "subseed_strength": 0.5}
+    res = gen(env, prompt, batch_size=2, **kwargs)
+    seeds = [params_of(env, t)["Seed"] for t in res.infotexts]
+    expected = {"list of seeds": [SEED, SEED + 7], "variation seeds": [SEED, SEED]}.get(job, [SEED, SEED + 1])
+    assert seeds == [str(seed) for seed in expected]
+    if job == "variation seeds":
+        assert res.all_subseeds == [5, 6]  # the variations the user asked for
+
+
 LONG = "a photo of a person " + " ".join(f"word{i}" for i in range(90))  # two 75-token chunks
 
 

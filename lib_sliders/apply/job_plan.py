@@ -153,6 +153,14 @@ def plan_batch(
     return plan
 
 
+def varies_across_images(requests: Sequence[SliderRequest], prompts: Sequence[str]) -> bool:
+    """Whether a job is a strip: some slider's α changes from image to image (a spread or a cycle of two or more
+    values, in a request or in a tag). Different fixed tags in different prompts aren't a strip."""
+    specs = [request.alpha for request in requests]
+    specs += [tag.alpha for prompt in prompts for tag in find_slider_tags(prompt) if isinstance(tag, SliderTag)]
+    return any(getattr(spec, "kind", "value") != "value" and len(set(spec.values)) > 1 for spec in specs)
+
+
 def _window(tag: SliderTag, default_start: float, total_steps: int) -> tuple[float, float]:
     if tag.start is not None or tag.stop is not None:
         return tag.window(total_steps)

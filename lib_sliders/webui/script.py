@@ -13,6 +13,7 @@ import sys
 
 from modules import call_queue, extra_networks, prompt_parser, script_callbacks, scripts, shared, ui_extra_networks
 
+from ..apply.job_plan import varies_across_images
 from ..library.slider_library import SliderLibrary
 from ..prompt.pasted_names import rename_by_hash
 from . import api, host_kind, settings, xyz
@@ -21,6 +22,7 @@ from .forge_runtime import ForgeSlidersRuntime
 from .network import ExtraNetworkSlider
 from .overrides import apply_overrides
 from .runtime import Host, SlidersRuntime
+from .strip_seeds import share_first_seed
 from .train_jobs import TrainingJobs
 from .user_metadata import merged_info, read_user_metadata
 
@@ -145,6 +147,8 @@ class ConceptSlidersScript(scripts.Script):
         runtime.start_job(p, requests)
         for problem in parsed.problems:
             runtime.report(p, problem)
+        if settings.opt("sliders_strip_same_seed") and varies_across_images(requests, p.all_prompts or []):
+            share_first_seed(p)
 
     def before_process_batch(self, p, *args, batch_number=0, prompts=None, **kwargs):
         if getattr(p, "disable_extra_networks", False):

@@ -39,6 +39,9 @@ def register() -> None:
             "", "More slider folders (one per line)", gr.Textbox, {"lines": 2},
         ),
         "sliders_add_hashes_to_infotext": shared.OptionInfo(True, "Add slider hashes to infotext"),
+        "sliders_strip_same_seed": shared.OptionInfo(
+            True, "Strips: every image of a job whose α varies from image to image gets the first image's seed",
+        ).info("so a strip shows one image at several α; off: image i gets seed + i, as usual"),
     }))
 
 

@@ -244,6 +244,9 @@ class WebuiEnv:
         m.errors.reported.clear()
         m.shared.state.begin()
         m.shared.opts.data.clear()
+        # Image i of a job keeps seed + i here, so each image of a strip has noise of its own and a row given
+        # to the wrong image shows; test_webui_adapter's strip-seed tests switch the shared seed (the default) on.
+        m.shared.opts.sliders_strip_same_seed = False
         m.sd_models.model_data.loaded_sd_models.clear()  # models other tests loaded
         m.shared.sd_model = self.model
         for cls in (m.processing.StableDiffusionProcessing, m.processing.StableDiffusionProcessingTxt2Img):

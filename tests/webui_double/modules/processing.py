@@ -363,7 +363,8 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
     seed, subseed = get_fixed_seed(p.seed), get_fixed_seed(p.subseed)
     p.sd_model_hash = getattr(shared.sd_model, "sd_model_hash", None)
     p.setup_prompts()
-    p.all_seeds = seed if isinstance(seed, list) else [int(seed) + x for x in range(len(p.all_prompts))]
+    p.all_seeds = seed if isinstance(seed, list) else [int(seed) + (x if p.subseed_strength == 0 else 0)
+                                                       for x in range(len(p.all_prompts))]
     p.all_subseeds = subseed if isinstance(subseed, list) else [int(subseed) + x for x in range(len(p.all_prompts))]
     if p.scripts is not None:
         p.scripts.process(p)
