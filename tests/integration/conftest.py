@@ -24,7 +24,7 @@ from PIL import Image
 
 URL = os.environ.get("SD_WEBUI_URL", "").rstrip("/")
 
-collect_ignore = ["make_sliders.py"]
+collect_ignore = ["make_sliders.py", "make_random_checkpoint.py"]
 
 
 def pytest_collection_modifyitems(config, items):

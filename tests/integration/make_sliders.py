@@ -1,11 +1,11 @@
 """Random full-size slider files for a real webui (no weights exist offline, so the integration tests make them).
 
-    python tests/integration/make_sliders.py SLIDERS_DIR [LORA_DIR]
+    python tests/integration/make_sliders.py SLIDERS_DIR [LORA_DIR] [--arch sd1|sd2|sdxl]
 
-writes into SLIDERS_DIR:
-* ``it_age.safetensors`` — SD 1.x, noxattn preset (UNet only), recommended α range [-4, 4];
-* ``it_text.safetensors`` — SD 1.x, UNet attn2 + text-encoder q/k/v/out (exercises the text-encoder path);
-* ``it_xl.safetensors`` — SDXL: must be refused with a clear message on an SD 1.x model;
+writes into SLIDERS_DIR, for the model kind ``--arch`` (default ``sd1``: the webui's checkpoint is SD 1.x):
+* ``it_age.safetensors`` — noxattn preset (UNet only), recommended α range [-4, 4];
+* ``it_text.safetensors`` — UNet attn2 + text-encoder q/k/v/out (exercises the text-encoder path);
+* ``it_xl.safetensors`` — always SDXL: must be refused with a clear message on an SD 1.x/2.x model;
 
 and into LORA_DIR (the webui's Lora folder) ``it_lora.safetensors``: the same weights as ``it_age`` without our
 slider metadata, so the built-in Lora applies it (its result must match ``<slider:it_age:1>``).
@@ -15,7 +15,7 @@ The deltas are random but sized so that α = 2 visibly changes a 64 px image of 
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import safetensors.torch
@@ -47,23 +47,28 @@ def make(arch: str, preset: str, name: str, seed: int, with_text: bool = False, 
     return SliderNetwork(name=name, unet=unet, text=text, arch=frozenset({arch}))
 
 
-def main(out: str, lora_out: str | None = None) -> None:
+def main(out: str, lora_out: str | None = None, arch: str = "sd1") -> None:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    age = make("sd1", "noxattn", "it_age", 1)
-    save_slider(age, folder / "it_age.safetensors", arch="sd1", alpha_range=(-4.0, 4.0), overwrite=True)
+    age = make(arch, "noxattn", "it_age", 1)
+    save_slider(age, folder / "it_age.safetensors", arch=arch, alpha_range=(-4.0, 4.0), overwrite=True)
     if lora_out:
         Path(lora_out).mkdir(parents=True, exist_ok=True)
         lora = Path(lora_out) / "it_lora.safetensors"
-        header = save_slider(age, lora, arch="sd1", overwrite=True)
+        header = save_slider(age, lora, arch=arch, overwrite=True)
         # A plain LoRA to the webui: rewrite without our sliders.* keys (tensors unchanged).
         tensors = safetensors.torch.load_file(lora)
         plain = {k: v for k, v in header.items() if not k.startswith("sliders.")}
         safetensors.torch.save_file(tensors, lora, metadata=plain)
-    save_slider(make("sd1", "xattn", "it_text", 2, with_text=True), folder / "it_text.safetensors", arch="sd1",
+    save_slider(make(arch, "xattn", "it_text", 2, with_text=True), folder / "it_text.safetensors", arch=arch,
                 overwrite=True)
     save_slider(make("sdxl", "xattn", "it_xl", 3), folder / "it_xl.safetensors", arch="sdxl", overwrite=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "models/sliders", sys.argv[2] if len(sys.argv) > 2 else None)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sliders_dir", nargs="?", default="models/sliders")
+    parser.add_argument("lora_dir", nargs="?")
+    parser.add_argument("--arch", choices=("sd1", "sd2", "sdxl"), default="sd1", help="the loaded model's kind")
+    args = parser.parse_args()
+    main(args.sliders_dir, args.lora_dir, args.arch)

@@ -253,13 +253,15 @@ def test_sliders_follow_a_switch_back_to_an_already_loaded_checkpoint(webui, bas
 
     Needs a second checkpoint of the loaded model's kind whose name contains ``it-other`` (see
     ``make_random_checkpoint.py --seed``)."""
+    options = webui.request("GET", "/sdapi/v1/options")
+    first, limit = options["sd_model_checkpoint"], options["sd_checkpoints_limit"]
     webui.request("POST", "/sdapi/v1/refresh-checkpoints")
+    # The webui's refresh sets the option to --ckpt's file whatever is loaded (the next job would load that): undo.
+    webui.request("POST", "/sdapi/v1/options", {"sd_model_checkpoint": first})
     other = [c["title"] for c in webui.request("GET", "/sdapi/v1/sd-models") if "it-other" in c["title"]]
     if not other:
         pytest.skip("make a second checkpoint of the same kind as models/Stable-diffusion/it-other-*.safetensors "
                     "(tests/integration/make_random_checkpoint.py --seed 2) to run this test")
-    options = webui.request("GET", "/sdapi/v1/options")
-    first, limit = options["sd_model_checkpoint"], options["sd_checkpoints_limit"]
     tag = f"{PROMPT} <slider:it_age:2>"
     before, _ = webui.txt2img(tag)
     seen = {}
