@@ -244,3 +244,20 @@ def test_attention_call_variants_match_merged(batch_first, bias_kv):
 def test_text_mode_is_checked():
     with pytest.raises(ValueError, match="text_mode must be one of"):
         SliderEngine(nn.Identity(), [], text_mode="merge")
+
+
+def test_linear_hook_follows_the_input_device():
+    """Forge streams a partly loaded text encoder: a layer's weight stays on the CPU and is cast to the input's device
+    per call. The delta must follow the input, not the weight (here the "other device" is ``meta``: no GPU needed)."""
+    model, run, widths = CASES["hf"]()
+    engine = SliderEngine(nn.Identity(), [model], text_mode="hooks")
+    engine.apply([ActiveSlider(text_slider("a", widths, rank=2, seed=3, layers=[0]), 1.5)])
+    layer = next(m for name, m in model.named_modules() if name.endswith("layers.0.self_attn.q_proj"))
+    (hook,) = layer._forward_hooks.values()
+    with torch.no_grad():
+        x = torch.randn(2, 5, WIDTH)
+        on_cpu = hook(layer, (x,), layer(x))
+        on_meta = hook(layer, (x.to("meta"),), layer(x).to("meta"))
+        assert on_meta.device.type == "meta" and on_meta.shape == on_cpu.shape
+        assert torch.equal(hook(layer, (x,), layer(x)), on_cpu), "back on the CPU: packed there again, same output"
+    engine.clear()

@@ -82,14 +82,18 @@ class _LinearHook:
         alphas = self.hooks.alphas
         if not any(alphas[slider] for slider in self.sliders):
             return None  # α 0: the output is left exactly as it was
-        weight = layer.weight
-        if self.packed_for != (weight.device, weight.dtype):
-            # Packed on first use, and again if the encoder moved (e.g. the webui's --medvram).
-            self.delta, self.packed_for, self.coef = LayerDelta.pack(layer, self.modules), (weight.device, weight.dtype), None
+        x, weight = args[0], layer.weight
+        if self.packed_for != (x.device, weight.dtype):
+            # Packed on first use, and again if the encoder moved (e.g. the webui's --medvram). The input's device
+            # rules, not the weight's: Forge streams a partly loaded encoder's layers, weights kept on the CPU and
+            # cast to the input's device per call.
+            self.delta, self.packed_for, self.coef = LayerDelta.pack(layer, self.modules), (x.device, weight.dtype), None
+            if self.delta.down.device != x.device:
+                self.delta.move_to(x.device)
         if self.coef is None or self.coef_version != self.hooks.version:
-            self.coef = self.delta.coefficients(torch.tensor([alphas], device=weight.device))  # one row: all of the batch
+            self.coef = self.delta.coefficients(torch.tensor([alphas], device=x.device))  # one row: all of the batch
             self.coef_version = self.hooks.version
-        return output + self.delta(args[0], self.coef).to(output.dtype)
+        return output + self.delta(x, self.coef).to(output.dtype)
 
 
 class _AttentionHook:
