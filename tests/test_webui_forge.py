@@ -271,18 +271,129 @@ def test_a_job_our_script_doesnt_see_gets_the_tags_too(env):
     assert [list(i.getdata()) for i in res.images] != [list(i.getdata()) for i in plain.images]
 
 
-def test_weights_are_never_merged_on_forge(env):
-    """Even with the "merge" setting: Forge's own LoRA merges into these weights when it loads a patcher."""
+# ------------------------------------------------------------------ the merge setting: Forge's own patches
+
+MERGE = "Merge one-α sliders when no Lora is active (fastest)"
+
+
+def weights_at_each_call(env, monkeypatch, path):
+    """``(weight, hooked)`` of the UNet layer ``path`` at every UNet call: its weight then, and whether it had hooks."""
+    seen = []
+    unet = env.forge_model.forge_objects.unet.model.diffusion_model
+    forward = unet.forward
+    layer = unet.get_submodule(path)
+
+    def watched(*args, **kwargs):
+        seen.append((layer.weight.detach().clone(), bool(layer._forward_hooks)))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(unet, "forward", watched)
+    return seen
+
+
+def first_unet_path(name):
+    return next(iter(sys.modules["lib_sliders.webui.script"].library().load(name).unet))
+
+
+def test_merge_setting_patches_one_alpha_sliders_the_forge_way(env, monkeypatch):
+    """Merged by Forge's LoraLoader from add_patches on a patcher clone: no hooks, the same image as hooks, and
+    afterwards the weights bitwise Forge's (``run`` checks) with no patch left on any patcher."""
     from modules import shared
 
-    reference = gen(env, "a photo of a person <slider:age:2>").latents
-    shared.opts.sliders_apply_mode = "Merge one-α sliders when no Lora is active (fastest)"
-    during = []
-    env.probe.on_process_batch = lambda p: during.append(
-        {k: v.clone() for k, v in env.forge_model.forge_objects.unet.model.state_dict().items()})
-    res = gen(env, "a photo of a person <slider:age:2>")
-    assert during and all(torch.equal(v, env.forge_saved[k]) for k, v in during[0].items())
-    assert torch.equal(res.latents, reference)
+    prompt = "a photo of a person <slider:age:2> <slider:smile:-1>"
+    hooked = gen(env, prompt).latents
+    shared.opts.sliders_apply_mode = MERGE
+    path = first_unet_path("age")
+    seen = weights_at_each_call(env, monkeypatch, path)
+    loader = env.forge_model.forge_objects.unet.model.lora_loader
+    refreshes = loader.refreshes
+    res = gen(env, prompt)
+    saved = env.forge_saved[f"diffusion_model.{path}.weight"]
+    assert seen and all(not torch.equal(weight, saved) and not hooks for weight, hooks in seen)
+    assert close(res.latents, hooked) and differs(res.latents, gen(env).latents)
+    assert loader.refreshes == refreshes + 2  # merged for the job, restored at its end
+    assert loader.loaded_hash == str([])
+    params = params_of(res.infotexts[0])
+    assert params["Prompt"] == prompt and set(params[HASHES_KEY].split(", ")) >= {
+        f"age: {sys.modules['lib_sliders.webui.script'].library().short_hash('age')}"}
+
+
+def test_merge_setting_keeps_per_image_alpha_and_gates_on_hooks(env, monkeypatch):
+    from modules import shared
+
+    strip = "a photo of a person <slider:age:-2..2> <slider:smile:1.5>"
+    gated = "a photo of a person <slider:age:2:start=0.5>"
+    hooked_strip = gen(env, strip, batch_size=2).latents
+    hooked_gated = gen(env, gated).latents
+    shared.opts.sliders_apply_mode = MERGE
+    seen = weights_at_each_call(env, monkeypatch, first_unet_path("smile"))
+    res = gen(env, strip, batch_size=2).latents
+    assert seen and all(hooks for _, hooks in seen), "age's strip stays on hooks"
+    saved = env.forge_saved[f"diffusion_model.{first_unet_path('smile')}.weight"]
+    assert all(not torch.equal(weight, saved) for weight, _ in seen), "smile's one α is merged"
+    assert close(res, hooked_strip)
+    seen.clear()
+    assert torch.equal(gen(env, gated).latents, hooked_gated), "a step gate needs hooks: the very same image"
+    assert seen and all(hooks for _, hooks in seen)
+
+
+def test_merge_setting_alpha_zero_merges_nothing(env):
+    from modules import shared
+
+    base = gen(env).latents
+    shared.opts.sliders_apply_mode = MERGE
+    loader = env.forge_model.forge_objects.unet.model.lora_loader
+    refreshes = loader.refreshes
+    assert torch.equal(gen(env, "a photo of a person <slider:age:0>").latents, base)
+    assert loader.refreshes == refreshes
+
+
+def test_merge_setting_hires_pass(env):
+    from modules import shared
+
+    hires = {"enable_hr": True, "hr_scale": 2.0, "hr_second_pass_steps": 2, "denoising_strength": 0.6}
+    hooked = gen(env, "a photo of a person <slider:age:2>", **hires).latents
+    shared.opts.sliders_apply_mode = MERGE
+    assert close(gen(env, "a photo of a person <slider:age:2>", **hires).latents, hooked)
+
+
+def test_merge_setting_beside_forges_own_lora(env):
+    """A LoRA Forge merged (a patch set on forge_objects_after_applying_lora): the slider merges beside it, and
+    after the job the weights are the LoRA-merged ones again, bitwise."""
+    from modules import shared
+    from webui_double.forge_double import load_model_gpu
+
+    from lib_sliders.files.lora import LoraModule
+
+    model = env.forge_model
+    original = model.forge_objects_after_applying_lora
+    path = first_unet_path("smile")
+    weight = env.forge_saved[f"diffusion_model.{path}.weight"]
+    generator = torch.Generator().manual_seed(7)
+    lora = LoraModule(torch.randn(2, weight.shape[1], generator=generator) * 0.05,
+                      torch.randn(weight.shape[0], 2, generator=generator) * 0.05, 2.0)
+    with_lora = original.shallow_copy()
+    with_lora.unet = original.unet.clone()
+    with_lora.unet.add_patches(filename="some_lora.safetensors",
+                               patches={f"diffusion_model.{path}.weight": ("lora", (lora.up, lora.down, 2.0, None, None))})
+    model.forge_objects_after_applying_lora = with_lora
+    layer = model.forge_objects.unet.model.diffusion_model.get_submodule(path)
+    try:
+        plain = env.run(env.make_p("a photo of a person")).latents
+        lora_weight = layer.weight.detach().clone()
+        assert not torch.equal(lora_weight, weight)
+        hooked = env.run(env.make_p("a photo of a person <slider:age:2>")).latents
+        shared.opts.sliders_apply_mode = MERGE
+        merged = env.run(env.make_p("a photo of a person <slider:age:2>")).latents
+        assert close(merged, hooked) and differs(merged, plain)
+        assert torch.equal(layer.weight, lora_weight), "the LoRA's weights are back after the job"
+        assert model.forge_objects.unet.lora_patches.keys() == with_lora.unet.lora_patches.keys()
+        assert torch.equal(env.run(env.make_p("a photo of a person")).latents, plain)
+    finally:
+        model.forge_objects_after_applying_lora = original
+        model.forge_objects = original.shallow_copy()
+        load_model_gpu(original.unet)
+    assert_model_untouched(model.forge_objects.unet.model, env.forge_saved)
 
 
 def test_text_encoder_deltas_match_the_a1111_engine(env):

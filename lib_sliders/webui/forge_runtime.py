@@ -22,8 +22,10 @@ differs is the model underneath, and this module adapts the engine to it:
   calls, or a dropped uncond (CFG 1, "skip early CFG"). A forward pre-hook on the UNet, ahead of the engine's,
   sets each row's α for the call from that; ``on_cfg_denoiser`` (still the webui's callback on Forge) only moves
   the step gates (``start=``/``stop=``).
-* **Weights are never written**: always hooks, whatever the "How sliders are applied" setting (Forge's own LoRA
-  merges into the same weights when it loads a patcher, with its own backups).
+* **Weights are never written by the engine**: Forge's own LoRA merges into the same weights when it loads a
+  patcher (with its own backups). With the "Merge one-α sliders" setting, a slider with one α for the batch and no
+  step gate has its UNet part merged *by Forge*, as a patch set on a clone of the UNet patcher
+  (``forge_patches``); the rest stays on hooks.
 * **Text encoders** are ``forge_objects.clip.cond_stage_model``'s ``clip_l`` / ``clip_h`` / ``clip_g`` (HF CLIP
   text models, HF layer names as slider files use them, ``ForgeOperations`` Linears too): seen through the same
   view, with the engine's text hooks. The text encoder runs in ``setup_conds`` after ``activate``, as on A1111, and
@@ -40,8 +42,9 @@ import logging
 
 import torch
 
-from ..apply.engine import SliderEngine
+from ..apply.engine import ActiveSlider, SliderEngine
 from ..errors import SliderError
+from .forge_patches import ForgeUnetPatches, UnetPatch
 from .row_layout import plan_row_alphas
 from .runtime import SlidersRuntime
 
@@ -155,10 +158,13 @@ class ForgeSlidersRuntime(SlidersRuntime):
     """``SlidersRuntime`` on Forge's UNet, with each UNet call's rows read from Forge's ``cond_or_uncond``."""
 
     def __init__(self, host):
-        # Always hooks: Forge's own LoRA merges into these weights when a patcher is loaded (LoraLoader.refresh,
-        # restoring its backups first), so a delta the engine merged could be captured or wiped there.
+        # The engine never merges: Forge's own LoRA merges into these weights when a patcher is loaded
+        # (LoraLoader.refresh, restoring its backups first), so a delta the engine merged could be captured or
+        # wiped there. One-α sliders are merged through Forge's patches instead (_take_out_patched).
         super().__init__(dataclasses.replace(host, lora_may_write_weights=lambda p: True))
         self._rows_handle = None
+        self._patches = ForgeUnetPatches()
+        self._wanted: list[tuple[object, UnetPatch]] = []  # (planned slider, its UNet patch) for this batch
 
     # ------------------------------------------------------------------ the engine on Forge's UNet
 
@@ -188,7 +194,40 @@ class ForgeSlidersRuntime(SlidersRuntime):
         if self._rows_handle is not None:
             self._rows_handle.remove()
             self._rows_handle = None
+        self._wanted = []
+        self._patches.restore()
         super().clear()
+
+    # ------------------------------------------------------------------ one-α sliders as Forge patches
+
+    def _take_out_patched(self, p, sliders: list[ActiveSlider], planned: list) -> tuple[list[ActiveSlider], tuple]:
+        """With the merge setting, sliders with one α for the batch and no step gate get their UNet part merged
+        by Forge (``forge_patches``); the engine keeps their text-encoder part."""
+        self._wanted = []
+        if self.host.apply_mode() != "auto" or getattr(p, "scripts", None) is None:
+            return sliders, ()  # without the script's process_before_every_sampling nothing would patch them
+        kept, patched = [], []
+        for slider, column in zip(sliders, planned, strict=True):
+            if column.network.unet and column.is_uniform and slider.start <= 0 and slider.stop >= 1:
+                self._wanted.append((column, UnetPatch(column.name, column.network,
+                                                       float(column.image_alphas[0]) * column.unet)))
+                slider = dataclasses.replace(slider, network=dataclasses.replace(slider.network, unet={}))
+                patched.append(column.name)
+            kept.append(slider)
+        return kept, tuple(patched)
+
+    def before_every_sampling(self, p) -> None:
+        if not self._wanted or self._applied is None or p is not self._applied_p:
+            return
+        applied = {id(column) for column in self._applied.sliders}
+        patches = [patch for column, patch in self._wanted if id(column) in applied]
+        for patch, count in self._patches.apply(p.sd_model, patches):
+            self.report(p, f"<slider:{patch.name}>: Forge's UNet has no parameter for {count} of its layers; "
+                           "merged without them")
+
+    def finish(self, p=None) -> None:
+        super().finish(p)
+        self._patches.restore()
 
     # ------------------------------------------------------------------ rows
 

@@ -180,7 +180,8 @@ class SlidersRuntime(ModelFollowing):
         mode = "auto" if self.host.apply_mode() == "auto" and not self.host.lora_may_write_weights(p) else "hooks"
         if mode != "hooks" and not engine.can_merge([s.network for s in sliders]):
             mode = "hooks"  # weights stored in fp8 (FP8 weight setting): the engine said why, once
-        key = (mode, tuple(s.key for s in kept))
+        sliders, patched = self._take_out_patched(p, sliders, kept)
+        key = (mode, tuple(s.key for s in kept), patched)
         reused = False
         if key == self._applied_key and engine.sliders:
             try:
@@ -194,7 +195,7 @@ class SlidersRuntime(ModelFollowing):
             applied_ids = {id(column) for column in applied}
             failed.update(column.name for column in kept if id(column) not in applied_ids)
             kept = applied
-            self._applied_key = (mode, tuple(s.key for s in kept)) if kept else None
+            self._applied_key = (mode, tuple(s.key for s in kept), patched) if kept else None
         failed.update(engine.failed)
         plan.sliders = kept
         self._check_cond_cache(p, sliders)
@@ -206,6 +207,15 @@ class SlidersRuntime(ModelFollowing):
         self._applied = plan
         self._applied_p = p
         self._layout = None
+
+    def _take_out_patched(self, p, sliders: list[ActiveSlider], planned: list) -> tuple[list[ActiveSlider], tuple]:
+        """A host that patches some sliders' UNet part its own way (Forge) takes those parts out of ``sliders``
+        here; it returns what the engine applies (one per planned slider, same order) and which were taken out."""
+        return sliders, ()
+
+    def before_every_sampling(self, p) -> None:
+        """Right before each sampling (the webui's ``process_before_every_sampling``): nothing on A1111, where
+        sliders are on the model from ``activate``."""
 
     def _engine_apply(self, p, engine: SliderEngine, sliders: list[ActiveSlider], planned: list,
                       mode: str) -> tuple[list[ActiveSlider], list]:

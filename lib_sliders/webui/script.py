@@ -158,6 +158,9 @@ class ConceptSlidersScript(scripts.Script):
             return  # the webui still strips the tags from the prompts
         runtime.plan_batch(p, prompts, batch_number)
 
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        runtime.before_every_sampling(p)
+
     def postprocess(self, p, processed, *args):
         runtime.finish(p)
 

@@ -178,6 +178,82 @@ class KModel(torch.nn.Module):
         return input_shape[0]  # the double's memory: one unit per row (see FREE_MEMORY_ROWS)
 
 
+@torch.inference_mode()
+def merge_lora_to_weight(patches, weight, computation_dtype=torch.float32):
+    """``backend/patcher/lora.py`` ``merge_lora_to_weight`` for ``("lora", (up, down, alpha, None, None))`` patches:
+    ``weight·strength_model + strength·(alpha/rank)·up@down``, computed in ``computation_dtype``."""
+    dtype = weight.dtype
+    weight = weight.clone() if dtype == computation_dtype else weight.to(dtype=computation_dtype)
+    for strength, value, strength_model, offset, function in patches:
+        if offset is not None or function is not None:
+            raise NotImplementedError("the double merges whole-weight patches only")
+        if strength_model != 1.0:
+            weight *= strength_model
+        patch_type, (up, down, alpha, mid, dora_scale) = value
+        if patch_type != "lora" or mid is not None or dora_scale is not None:
+            raise NotImplementedError(f"the double merges plain 'lora' patches only, not {patch_type!r}")
+        up = up.to(device=weight.device, dtype=computation_dtype)
+        down = down.to(device=weight.device, dtype=computation_dtype)
+        scale = alpha / down.shape[0] if alpha is not None else 1.0
+        diff = torch.mm(up.flatten(start_dim=1), down.flatten(start_dim=1)).reshape(weight.shape)
+        weight += (strength * scale) * diff.to(weight.dtype)
+    return weight.to(dtype=dtype)
+
+
+class LoraLoader:
+    """``backend/patcher/lora.py`` ``LoraLoader`` (offline mode): one per model (``model.lora_loader``), shared by
+    every patcher of it. ``refresh`` does nothing while the patch keys' hash is the loaded one; else it puts the
+    backed-up weights back (as new Parameters) and merges the patches into fresh weights, backing them up first."""
+
+    def __init__(self, model):
+        self.model = model
+        self.backup = {}
+        self.loaded_hash = str([])
+        self.refreshes = 0  # the double's own count, for tests
+
+    @torch.inference_mode()
+    def refresh(self, lora_patches, offload_device=torch.device("cpu"), force_refresh=False):  # noqa: B008 — Forge's signature
+        hashes = str(list(lora_patches.keys()))
+        if hashes == self.loaded_hash and not force_refresh:
+            return
+        self.refreshes += 1
+        all_patches = {}
+        for (_, _, _, online_mode), patches in lora_patches.items():
+            if online_mode:
+                raise NotImplementedError("the double has no online LoRA")
+            for key, current_patches in patches.items():
+                all_patches[key] = all_patches.get(key, []) + current_patches
+        for key, weight in self.backup.items():
+            _set_attr(self.model, key, torch.nn.Parameter(weight, requires_grad=False))
+        self.backup = {}
+        for key, current_patches in all_patches.items():
+            weight = self.model.get_parameter(key)
+            if key not in self.backup:
+                self.backup[key] = weight.to(device=offload_device)
+            merged = merge_lora_to_weight(current_patches, weight)
+            _set_attr(self.model, key, torch.nn.Parameter(merged, requires_grad=False))
+        self.loaded_hash = hashes
+
+
+def _set_attr(model, key, value):
+    parent, _, name = key.rpartition(".")
+    setattr(model.get_submodule(parent), name, value)
+
+
+# backend/memory_management.py: the patchers loaded now (``current_loaded_models``, compared by patcher identity).
+# Loading one drops the others of the same model (``unload_model_clones``) and refreshes its LoRA patches
+# (``LoadedModel.model_load`` → ``refresh_loras``).
+current_loaded_models: list = []
+
+
+def load_model_gpu(patcher) -> None:
+    if any(loaded is patcher for loaded in current_loaded_models):
+        return
+    current_loaded_models[:] = [loaded for loaded in current_loaded_models if loaded.model is not patcher.model]
+    patcher.refresh_loras()
+    current_loaded_models.insert(0, patcher)
+
+
 class UnetPatcher:
     """``backend/patcher/unet.py`` ``UnetPatcher`` (a ``ModelPatcher``): patches live here, the model is shared."""
 
@@ -188,6 +264,27 @@ class UnetPatcher:
         self.model_options = {"transformer_options": {}}
         self.controlnet_linked_list = None
         self.extra_concat_condition = None
+        self.offload_device = torch.device("cpu")
+        if not hasattr(model, "lora_loader"):
+            model.lora_loader = LoraLoader(model)
+        self.lora_loader = model.lora_loader
+
+    def add_patches(self, *, filename, patches, strength_patch=1.0, strength_model=1.0, online_mode=False):
+        """``ModelPatcher.add_patches``: keeps the keys that name parameters of the model (relative to ``KModel``),
+        under ``(filename, strength_patch, strength_model, online_mode)``; returns them."""
+        lora_identifier = (filename, strength_patch, strength_model, online_mode)
+        this_patches = {}
+        accepted = set()
+        model_keys = {k for k, _ in self.model.named_parameters()}
+        for key in patches:
+            if key in model_keys:
+                accepted.add(key)
+                this_patches.setdefault(key, []).append([strength_patch, patches[key], strength_model, None, None])
+        self.lora_patches[lora_identifier] = this_patches
+        return accepted
+
+    def refresh_loras(self):
+        self.lora_loader.refresh(lora_patches=self.lora_patches, offload_device=self.offload_device)
 
     def clone(self):
         n = UnetPatcher(self.model)
@@ -486,10 +583,12 @@ def sampling_function(self, denoiser_params, cond_scale, cond_composition):
 
 def install_forge_sampling() -> None:
     """Make the (already imported) webui double sample as Forge: see the module docstring."""
-    from modules import prompt_parser, sd_samplers, sd_samplers_cfg_denoiser
+    from modules import processing, prompt_parser, sd_samplers, sd_samplers_cfg_denoiser
     from modules.script_callbacks import CFGDenoiserParams, cfg_denoiser_callback
     from modules.sd_samplers_common import InterruptedException
     from modules.shared import opts, state
+
+    current_loaded_models.clear()
 
     def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
         if state.interrupted or state.skipped:
@@ -510,9 +609,19 @@ def install_forge_sampling() -> None:
 
     sd_samplers_cfg_denoiser.CFGDenoiser.forward = forward
 
+    before_every_sampling = processing.before_every_sampling
+
+    def reset_then_before_every_sampling(p, **kwargs):
+        # processing.py:1373-1382 (and 1518-1525 for the hires pass): forge_objects reset, then the scripts' hook
+        p.sd_model.forge_objects = p.sd_model.forge_objects_after_applying_lora.shallow_copy()
+        before_every_sampling(p, **kwargs)
+
+    processing.before_every_sampling = reset_then_before_every_sampling
+
     def reset_before_sampling(method):
         def sample(self, p, *args, **kwargs):
-            p.sd_model.forge_objects = p.sd_model.forge_objects_after_applying_lora.shallow_copy()
+            # sd_samplers_kdiffusion.py:138/198: sampling_prepare loads the UNet patcher (refreshing its LoRAs)
+            load_model_gpu(p.sd_model.forge_objects.unet)
             return method(self, p, *args, **kwargs)
         return sample
 

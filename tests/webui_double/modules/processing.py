@@ -237,6 +237,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
         x = image_noise((opt_C, self.height // opt_f, self.width // opt_f), seeds)
+        before_every_sampling(self, x=x, noise=x, c=conditioning, uc=unconditional_conditioning)
         samples = self.sampler.sample(self, x, conditioning, unconditional_conditioning,
                                       image_conditioning=x.new_zeros(x.shape[0], 5, 1, 1))
         if not self.enable_hr:
@@ -257,12 +258,22 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         self.calculate_hr_conds()
         if self.scripts is not None:
             self.scripts.before_hr(self)
+        before_every_sampling(self, x=samples, noise=noise, c=self.hr_c, uc=self.hr_uc)
         samples = self.sampler.sample_img2img(self, samples, noise, self.hr_c, self.hr_uc,
                                               steps=self.hr_second_pass_steps or self.steps,
                                               image_conditioning=samples.new_zeros(samples.shape[0], 5, 1, 1))
         self.sampler = None
         self.is_hr_pass = False
         return samples
+
+
+def before_every_sampling(p, x, noise, c, uc):
+    """The webui's ``scripts.process_before_every_sampling`` call right before each sampling (txt2img
+    ``processing.py:1338``, hires pass 1446 at 1937682a). A function of the double's own, so the Forge flavour can
+    put its ``forge_objects`` reset in front of it as Forge does (``processing.py:1373-1382``, 1518-1525 at
+    ``dfdcbab``)."""
+    if p.scripts is not None:
+        p.scripts.process_before_every_sampling(p, x=x, noise=noise, c=c, uc=uc)
 
 
 class Processed:

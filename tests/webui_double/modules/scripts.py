@@ -76,6 +76,9 @@ class Script:
     def postprocess(self, p, processed, *args):
         pass
 
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        pass
+
     def before_hr(self, p, *args):
         pass
 
@@ -231,6 +234,9 @@ class ScriptRunner:
 
     def before_hr(self, p):
         self._each("before_hr", p)
+
+    def process_before_every_sampling(self, p, **kwargs):
+        self._each("process_before_every_sampling", p, **kwargs)
 
     def postprocess(self, p, processed):
         self._each("postprocess", p, processed)
