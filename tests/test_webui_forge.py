@@ -562,3 +562,31 @@ def test_train_tab_shows_the_note_and_start_refuses(env, train_tab):
 
 def test_the_accordion_shows_no_refusal_note(env):
     assert _block(env.demo, env.script.elem_id("host_note")) is None
+
+
+def test_merge_setting_merges_the_unet_part_and_hooks_the_text_part(env, monkeypatch):
+    """A slider with UNet and text-encoder parts: Forge merges the UNet part, the text part stays a hook."""
+    import os
+
+    from modules import shared
+
+    from lib_sliders.files.lora import SliderNetwork
+    from lib_sliders.files.slider_file import save_slider
+
+    library = sys.modules["lib_sliders.webui.script"].library()
+    age, words = library.load("age"), library.load("words")
+    path = os.path.join(env.sliders_dir, "both.safetensors")
+    save_slider(SliderNetwork("both", unet=age.unet, text=words.text), path, arch="sd1", dtype=torch.float32)
+    library.refresh()
+    try:
+        prompt = "a photo of a person <slider:both:2>"
+        hooked = gen(env, prompt).latents
+        unet_only = gen(env, "a photo of a person <slider:age:2>").latents
+        shared.opts.sliders_apply_mode = MERGE
+        seen = weights_at_each_call(env, monkeypatch, first_unet_path("age"))
+        merged = gen(env, prompt).latents
+        assert seen and all(not hooks for _, hooks in seen)
+        assert close(merged, hooked) and differs(merged, unet_only), "the text part acts too"
+    finally:
+        os.remove(path)
+        library.refresh()
