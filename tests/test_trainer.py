@@ -229,6 +229,14 @@ def test_cancel_between_checkpoints_saves_a_checkpoint_to_resume_from(sd1, tmp_p
         assert torch.equal(module.up, resumed.network.unet[path].up), path
 
 
+def test_cancel_before_the_first_iteration_leaves_no_state(sd1, tmp_path):
+    checkpoint = tmp_path / "run.state"
+    result = SliderTrainer(ModelBackend(sd1), small_config(iterations=5), checkpoint_path=checkpoint,
+                           should_stop=lambda: True, effect_samples=0).train()
+    assert result.cancelled and result.iterations == 0
+    assert not checkpoint.exists()
+
+
 def test_a_resolution_the_model_cant_take_is_refused_by_field(sd1):
     backend = ModelBackend(sd1)
     step = resolution_step(backend)

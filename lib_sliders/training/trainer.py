@@ -217,7 +217,9 @@ class SliderTrainer:
         while iteration < config.iterations:
             if self.should_stop():
                 cancelled = True
-                if self.checkpoint_path:  # so that "resume" continues exactly where the cancel stopped
+                # So that "resume" continues exactly where the cancel stopped; a cancel before this run did
+                # anything leaves no state of its own (a resumed run's state is still there).
+                if self.checkpoint_path and iteration > start:
                     losses += torch.stack(pending).float().cpu().tolist() if pending else []
                     pending = []
                     save_state(self.checkpoint_path, config, network, optimizer, generator, iteration, losses)
