@@ -261,3 +261,32 @@ def test_linear_hook_follows_the_input_device():
         assert on_meta.device.type == "meta" and on_meta.shape == on_cpu.shape
         assert torch.equal(hook(layer, (x,), layer(x)), on_cpu), "back on the CPU: packed there again, same output"
     engine.clear()
+
+
+@pytest.mark.parametrize("case", ["hf", "open_clip"])
+def test_a_text_hook_that_raises_turns_its_slider_off_and_reruns_the_encoder(case):
+    """With ``contain_errors`` a slider whose text delta raises goes off, the encoder call is run again without
+    it (the layers before the failing one had added their part), and the other sliders keep acting."""
+    model, run, widths = CASES[case]()
+    good = text_slider("good", widths, rank=2, seed=2, layers=[0])
+    broken = text_slider("broken", widths, rank=2, seed=3, layers=[1])
+    for module in broken.text[0].values():
+        module.down = torch.empty(module.down.shape, device="meta")  # can't be brought to the CPU: raises in the hook
+    heard = []
+    with torch.no_grad():
+        reference = merged_output(model, run, [good], [1.5])
+        engine = SliderEngine(nn.Identity(), [model], text_mode="hooks")
+        engine.contain_errors = True
+        engine.on_failure = lambda names, err: heard.append(names)
+        engine.apply([ActiveSlider(good, 1.5), ActiveSlider(broken, 2.0)])
+        assert_close(run(), reference)
+        assert heard == [["broken"]] and engine.failed == ["broken"]
+        assert_close(run(), reference)  # off for good: no second report
+        assert heard == [["broken"]]
+        engine.clear()
+        engine.contain_errors = False
+        engine.apply([ActiveSlider(good, 1.5), ActiveSlider(broken, 2.0)])
+        with pytest.raises(Exception, match="meta"):
+            run()
+        engine.clear()
+    assert no_hooks(model)

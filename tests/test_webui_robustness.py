@@ -128,6 +128,25 @@ def test_a_slider_that_fails_while_sampling_is_left_out_of_image_and_infotext(en
                                                                                     [("smile", 2.0, 0.0)]]
 
 
+def test_a_slider_that_fails_inside_the_text_encoder_is_left_out(env, monkeypatch, caplog):
+    from lib_sliders.apply import text_hooks
+
+    def failing_output(self, layer, x, output, alphas):
+        raise RuntimeError("simulated failure inside the text encoder")
+
+    monkeypatch.setattr(text_hooks._LinearHook, "_output", failing_output)
+    words = {"sliders": [{"name": "words", "alpha": 2}]}
+    with caplog.at_level(logging.WARNING, logger="concept_sliders"):
+        res = gen(env, PROMPTS, words, batch_size=2)
+    reference = gen(env, PROMPTS, batch_size=2)
+    assert torch.equal(res.latents, reference.latents), "made without the failing slider"
+    lines = [line for line in res.comments.splitlines() if "<slider:words>" in line]
+    assert len(lines) == 1 and "failed inside the model" in lines[0], res.comments
+    assert all(SLIDERS_KEY not in params_of(text) for text in res.infotexts)
+    monkeypatch.undo()
+    assert not torch.equal(gen(env, PROMPTS, words, batch_size=2).latents, reference.latents)
+
+
 # ------------------------------------------------------------------ 4. other extensions' UNet calls
 
 

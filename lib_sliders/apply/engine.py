@@ -367,7 +367,17 @@ class SliderEngine:
             self._text_hooks.set_alphas([s.text_alpha() for s in self._sliders])
         elif any(s.network.has_text for s in self._sliders):
             self._text_hooks = TextHooks(self.text_encoders, [s.network.text for s in self._sliders],
-                                         [s.text_alpha() for s in self._sliders])
+                                         [s.text_alpha() for s in self._sliders], on_error=self._text_failed)
+
+    def _text_failed(self, indices: list[int], err: BaseException) -> bool:
+        """A text hook raised (``contain_errors``): its sliders go off, their UNet part with them."""
+        if not self._containment.text_failed([self._sliders[i] for i in indices], err):
+            return False
+        if self._hooked:
+            self._update_alpha_table()
+        if self._merged:
+            self._merge_unet()
+        return True
 
     def _merge_text(self) -> None:
         deltas: dict[torch.Tensor, list[Contribution]] = {}

@@ -1,5 +1,7 @@
 """Errors inside the model: a slider whose delta raises during a forward pass goes off instead of failing it.
 
+(Text-encoder hooks report theirs through ``text_failed``; ``text_hooks`` reruns the encoder call.)
+
 With ``enabled`` (the engine's ``contain_errors``, the webui's setting) a layer's packed delta that raises is split
 per slider to tell which one fails; that slider is turned off (both multipliers 0), the UNet call is run again
 without it, so that call's output has none of its effect, and ``on_failure`` hears which sliders. Without it the
@@ -77,6 +79,21 @@ class ErrorContainment:
         self._turned_off()
         if self.on_failure is not None:
             self.on_failure(names, err)
+
+    def text_failed(self, sliders: Sequence[ActiveSlider], err: BaseException) -> bool:
+        """A text-encoder hook of ``sliders`` raised: when enabled, they go off (True); else the error is raised."""
+        if not self.enabled:
+            return False
+        names = []
+        for slider in sliders:
+            slider.unet_multiplier = 0.0
+            slider.text_multiplier = 0.0
+            if slider.network.name not in self._failed_names:
+                self._failed_names.add(slider.network.name)
+                names.append(slider.network.name)
+        if names and self.on_failure is not None:
+            self.on_failure(names, err)
+        return True
 
 
 class ContainedDelta:

@@ -11,11 +11,15 @@ restore would wipe its merge. So each target layer gets a forward hook instead:
   call time, so whatever another extension merged into them stays in.
 
 Conditioning is computed once per batch, so each slider has a single α here.
+
+A hook that raises (an error inside the text encoder's forward) is handed to ``on_error`` with the sliders on that
+layer; when it contains the error, those sliders' α go to 0 and the encoder call is run again without them (the
+layers before had already added their part), as the UNet hooks do (``error_containment``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,10 +38,13 @@ class TextHooks:
     """Forward hooks carrying the text-encoder deltas of k sliders; ``remove`` takes them all off."""
 
     def __init__(self, encoders: Sequence[torch.nn.Module], texts: Sequence[Sequence[dict[str, LoraModule]]],
-                 alphas: Sequence[float]):
-        """``texts[i]`` is slider i's modules per encoder (``SliderNetwork.text``), ``alphas[i]`` its α."""
+                 alphas: Sequence[float], on_error: Callable[[list[int], BaseException], bool] | None = None):
+        """``texts[i]`` is slider i's modules per encoder (``SliderNetwork.text``), ``alphas[i]`` its α.
+        ``on_error(sliders, error)``: True when the error is contained (else it is raised)."""
         self.alphas = [float(a) for a in alphas]
         self.version = 0  # bumped by set_alphas: cached coefficients are recomputed
+        self.on_error = on_error
+        self._call_failed = False
         linears: dict[torch.nn.Module, list[tuple[int, LoraModule]]] = {}
         attentions: dict[torch.nn.Module, list[tuple[str, slice | None, int, LoraModule]]] = {}
         slots = {}
@@ -56,12 +63,33 @@ class TextHooks:
         self._handles = [layer.register_forward_hook(_LinearHook(self, modules)) for layer, modules in linears.items()]
         self._handles += [attention.register_forward_hook(_AttentionHook(self, parts), with_kwargs=True)
                           for attention, parts in attentions.items()]
+        self._handles += [encoders[index].register_forward_hook(self._after_encoder, with_kwargs=True)
+                          for index in slots]
 
     def set_alphas(self, alphas: Sequence[float]) -> None:
         if len(alphas) != len(self.alphas):
             raise ValueError(f"{len(alphas)} α values for {len(self.alphas)} sliders")
         self.alphas = [float(a) for a in alphas]
         self.version += 1
+
+    def contained(self, sliders: Sequence[int], err: BaseException) -> bool:
+        """A hook of ``sliders`` raised: True when ``on_error`` contains it (they are off from now on)."""
+        sliders = [slider for slider in sliders if self.alphas[slider]]
+        if self.on_error is None or not self.on_error(sliders, err):
+            return False
+        for slider in sliders:
+            self.alphas[slider] = 0.0
+        self.version += 1
+        self._call_failed = True
+        return True
+
+    def _after_encoder(self, encoder, args, kwargs, output):
+        for _ in range(len(self.alphas) + 1):  # each retry follows one more slider failing, or ends
+            if not self._call_failed:
+                break
+            self._call_failed = False
+            output = encoder.forward(*args, **kwargs)
+        return output
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -82,7 +110,15 @@ class _LinearHook:
         alphas = self.hooks.alphas
         if not any(alphas[slider] for slider in self.sliders):
             return None  # α 0: the output is left exactly as it was
-        x, weight = args[0], layer.weight
+        try:
+            return self._output(layer, args[0], output, alphas)
+        except Exception as err:
+            if not self.hooks.contained(self.sliders, err):
+                raise
+            return None
+
+    def _output(self, layer: torch.nn.Module, x: torch.Tensor, output: torch.Tensor, alphas: list[float]):
+        weight = layer.weight
         if self.packed_for != (x.device, weight.dtype):
             # Packed on first use, and again if the encoder moved (e.g. the webui's --medvram). The input's device
             # rules, not the weight's: Forge streams a partly loaded encoder's layers, weights kept on the CPU and
@@ -108,9 +144,14 @@ class _AttentionHook:
             return None
         call = {**_MHA_DEFAULTS, **dict(zip(_MHA_ARGS, args, strict=False)), **kwargs}
         dtype = compute_dtype(call["query"])
-        in_weight = _plus_deltas(attention.in_proj_weight, self.in_parts, alphas, dtype)
-        out_weight = _plus_deltas(attention.out_proj.weight, self.out_parts, alphas, dtype)
-        return _attention_forward(attention, in_weight, out_weight, dtype=dtype, **call)
+        try:
+            in_weight = _plus_deltas(attention.in_proj_weight, self.in_parts, alphas, dtype)
+            out_weight = _plus_deltas(attention.out_proj.weight, self.out_parts, alphas, dtype)
+            return _attention_forward(attention, in_weight, out_weight, dtype=dtype, **call)
+        except Exception as err:
+            if not self.hooks.contained(sorted({slider for _, slider, _ in self.in_parts + self.out_parts}), err):
+                raise
+            return None
 
 
 def _plus_deltas(weight: torch.Tensor, parts: list[tuple[slice | None, int, LoraModule]], alphas: list[float],
