@@ -425,6 +425,22 @@ def test_text_encoder_deltas_match_the_a1111_engine(env):
     assert_model_untouched(env.forge_model.forge_objects.clip.cond_stage_model, env.forge_clip_saved)
 
 
+def test_text_encoders_are_found_in_forges_joint_text_encoder():
+    """``cond_stage_model`` is Forge's ``JointTextEncoder``, a plain Module (no ``in``/``[]``): found on a real
+    Forge, where ``encoders[key]`` failed every slider job; te1/te2 in slider-file order whatever the child order."""
+    from lib_sliders.webui.forge_runtime import forge_text_encoders
+
+    clip_l, clip_g = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    joint = forge_double.JointTextEncoder({"clip_g": clip_g, "clip_l": clip_l})
+    assert not isinstance(joint, torch.nn.ModuleDict)
+
+    class Model:
+        forge_objects = forge_double.ForgeObjects(None, forge_double.CLIP({}), None, None)
+
+    Model.forge_objects.clip.cond_stage_model = joint
+    assert forge_text_encoders(Model()) == [clip_l, clip_g]
+
+
 def test_text_encoder_slider_from_tag_and_from_args(env):
     base = gen(env).latents
     tagged = gen(env, "a photo of a person <slider:words:2>").latents

@@ -151,7 +151,10 @@ def forge_text_encoders(sd_model) -> list[torch.nn.Module]:
     encoders = getattr(getattr(getattr(sd_model, "forge_objects", None), "clip", None), "cond_stage_model", None)
     if encoders is None:
         return []
-    return [encoders[key] for key in TEXT_ENCODER_KEYS if key in encoders]
+    # A JointTextEncoder: Forge's own ModuleDict (backend/nn/base.py), a plain Module with the encoders as children,
+    # not torch.nn.ModuleDict (no ``in``/``[]``).
+    children = dict(encoders.named_children())
+    return [children[key] for key in TEXT_ENCODER_KEYS if key in children]
 
 
 class ForgeSlidersRuntime(SlidersRuntime):

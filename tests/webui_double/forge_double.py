@@ -346,11 +346,25 @@ class ClassicTextProcessingEngine:
         return self.text_encoder(list(texts))
 
 
+class ModuleDict(torch.nn.Module):
+    """``backend/nn/base.py`` ``ModuleDict``: a plain ``torch.nn.Module`` with the modules as named children — not
+    ``torch.nn.ModuleDict`` (no ``in``, ``[]`` or ``keys()``; reach them as attributes or children)."""
+
+    def __init__(self, module_dict):
+        super().__init__()
+        for name, module in module_dict.items():
+            self.add_module(name, module)
+
+
+class JointTextEncoder(ModuleDict):
+    """``backend/patcher/clip.py`` ``JointTextEncoder``."""
+
+
 class CLIP:
-    """``backend/patcher/clip.py`` ``CLIP``: text encoders by name in ``cond_stage_model``."""
+    """``backend/patcher/clip.py`` ``CLIP``: text encoders by name in ``cond_stage_model`` (a ``JointTextEncoder``)."""
 
     def __init__(self, encoders: dict[str, torch.nn.Module]):
-        self.cond_stage_model = torch.nn.ModuleDict(encoders)
+        self.cond_stage_model = JointTextEncoder(encoders)
         self.tokenizer = {}
 
 
