@@ -425,6 +425,20 @@ def test_text_encoder_deltas_match_the_a1111_engine(env):
     assert_model_untouched(env.forge_model.forge_objects.clip.cond_stage_model, env.forge_clip_saved)
 
 
+def test_a_slider_first_read_inside_a_forge_job_applies(env):
+    """Forge runs a job's batches under ``torch.inference_mode()``: a slider file first read by ``activate`` has
+    inference tensors, which have no version counter (on a real Forge every such job lost its sliders)."""
+    base = gen(env).latents
+    library = sys.modules["lib_sliders.webui.script"].library()
+    with library._lock:
+        library._networks.clear()
+    res = gen(env, "a photo of a person <slider:age:2> <slider:words:2>")
+    assert library.load("age").unet and next(iter(library.load("age").unet.values())).down.is_inference()
+    assert differs(res.latents, base) and "couldn't be applied" not in res.comments, res.comments
+    again = gen(env, "a photo of a person <slider:age:2> <slider:words:2>")  # the packed factors, from the cache
+    assert torch.equal(again.latents, res.latents)
+
+
 def test_text_encoders_are_found_in_forges_joint_text_encoder():
     """``cond_stage_model`` is Forge's ``JointTextEncoder``, a plain Module (no ``in``/``[]``): found on a real
     Forge, where ``encoders[key]`` failed every slider job; te1/te2 in slider-file order whatever the child order."""

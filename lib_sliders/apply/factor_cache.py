@@ -26,9 +26,16 @@ _CONVERTED: dict[int, dict[tuple, torch.Tensor]] = {}
 _PACKS: OrderedDict[tuple, tuple[list[weakref.ref], tuple[torch.Tensor, ...]]] = OrderedDict()
 
 
+def _version(tensor: torch.Tensor) -> int:
+    """The tensor's in-place version. An inference tensor (a slider first read inside Forge's job, which runs under
+    ``torch.inference_mode()``) has no version counter: 0 — it can't be changed in place outside inference mode,
+    and nothing changes factors in place inside it."""
+    return 0 if tensor.is_inference() else tensor._version
+
+
 def converted(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``tensor.to(device, dtype)``, made once per factor version."""
-    key = (device, dtype, tensor._version)
+    key = (device, dtype, _version(tensor))
     entry = _CONVERTED.get(id(tensor))
     if entry is None:
         entry = _CONVERTED[id(tensor)] = {}
@@ -42,7 +49,7 @@ def converted(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) ->
 
 def packed(key_parts: tuple, sources: list[torch.Tensor], build) -> tuple[torch.Tensor, ...]:
     """``build()``'s tensors for these ``sources``, from the cache when they are the same tensors as then."""
-    key = (key_parts, tuple((id(t), t._version) for t in sources))
+    key = (key_parts, tuple((id(t), _version(t)) for t in sources))
     hit = _PACKS.get(key)
     if hit is not None and all(ref() is tensor for ref, tensor in zip(hit[0], sources, strict=True)):
         _PACKS.move_to_end(key)

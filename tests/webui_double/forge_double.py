@@ -603,6 +603,9 @@ def install_forge_sampling() -> None:
     from modules.shared import opts, state
 
     current_loaded_models.clear()
+    # Forge runs the job's batches under torch.inference_mode() (modules/processing.py:911), not no_grad: tensors
+    # made there (a slider file loaded by ``activate``, its factors converted) are inference tensors.
+    processing.JOB_GRAD_MODE = torch.inference_mode
 
     def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
         if state.interrupted or state.skipped:

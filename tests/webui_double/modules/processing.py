@@ -370,6 +370,11 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
                 sd_models.reload_model_weights()
 
 
+# The autograd mode a job's batches run under: A1111's process_images_inner uses torch.no_grad(); Forge's
+# (modules/processing.py:911 at dfdcbab) torch.inference_mode(), which forge_double.install_forge_sampling sets.
+JOB_GRAD_MODE = torch.no_grad
+
+
 def process_images_inner(p: StableDiffusionProcessing) -> Processed:
     seed, subseed = get_fixed_seed(p.seed), get_fixed_seed(p.subseed)
     p.sd_model_hash = getattr(shared.sd_model, "sd_model_hash", None)
@@ -381,7 +386,7 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
         p.scripts.process(p)
 
     infotexts, output_images = [], []
-    with torch.no_grad():
+    with JOB_GRAD_MODE():
         p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
         if state.job_count == -1:
             state.job_count = p.n_iter
