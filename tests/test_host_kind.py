@@ -55,11 +55,14 @@ def test_a_job_is_told_once_and_only_when_it_asked_for_sliders(monkeypatch):
     def report(p, message):
         told.append(message)
 
-    with forge_on_path():  # generation works on Forge now; training doesn't yet
+    with forge_on_path():  # generation works on Forge now, training too where Forge's own backend is
         assert host_kind.GENERATION in host_kind.SUPPORTED_ON_FORGE
         assert not host_kind.refuse_generation(types.SimpleNamespace(), report, True) and told == []
         assert host_kind.ui_note(host_kind.GENERATION) is None
-        assert "training sliders is not supported on SD WebUI Forge" in host_kind.refusal(host_kind.TRAINING)
+        assert host_kind.refusal(host_kind.TRAINING) is None and host_kind.ui_note(host_kind.TRAINING) is None
+        monkeypatch.setattr(host_kind, "forge_backend_installed", lambda: False)  # Forge Classic, reForge
+        assert "training sliders needs SD WebUI Forge's own backend" in host_kind.refusal(host_kind.TRAINING)
+        monkeypatch.undo()
     # The refusal itself, for a feature not listed (as generation was before its backend).
     monkeypatch.setattr(host_kind, "SUPPORTED_ON_FORGE", frozenset())
     assert not host_kind.refuse_generation(types.SimpleNamespace(), report, True)  # A1111: go ahead

@@ -1,5 +1,5 @@
-"""Sliders on SD WebUI Forge (and its forks): generation (UNet and text-encoder parts) works as on A1111; training is
-still refused.
+"""Sliders on SD WebUI Forge (and its forks): generation (UNet and text-encoder parts) works as on A1111; training
+(``test_webui_forge_training.py``) is refused on the forks without Forge's own backend.
 
 The Forge flavour of the double (``webui_double/forge_double.py``): ``modules_forge`` importable while the webui
 double starts, ``shared.sd_model`` a ``ForgeDiffusionEngine``-shaped model (UNet and CLIP only under
@@ -532,29 +532,39 @@ TRAIN = {"name": "forge_age", "prompts": [{"target": "person", "positive": "pers
          "iterations": 2, "resolution": 64, "max_denoising_steps": 4, "preview": False}
 
 
-def test_training_is_refused_by_the_api_before_any_job_starts(env):
+@pytest.fixture
+def classic(monkeypatch):
+    """Forge Classic / reForge: ``modules_forge`` but not Forge's own ``backend`` (training is refused there)."""
+    from lib_sliders.webui import host_kind
+
+    monkeypatch.setattr(host_kind, "forge_backend_installed", lambda: False)
+
+
+def test_training_is_refused_by_the_api_before_any_job_starts(env, classic):
     jobs = sys.modules["lib_sliders.webui.script"].training_jobs
     count = len(jobs.jobs())
     response = _route(env.app, "POST", "/sliders/v1/train")(body=dict(TRAIN))
     assert response.status_code == 422
     (problem,) = json.loads(response.body)["detail"]
     assert problem["field"] == "webui" and "SD WebUI Forge" in problem["problem"]
-    assert "training sliders is not supported" in problem["problem"]
+    assert "training sliders needs SD WebUI Forge's own backend" in problem["problem"]
     assert len(jobs.jobs()) == count
 
 
-def test_preparing_the_model_refuses_too(env):
+def test_preparing_the_model_refuses_too(env, classic):
     # The backstop behind the submit check: a job queued before would fail with the reason, not a traceback.
     from lib_sliders.errors import SliderError
 
     jobs = sys.modules["lib_sliders.webui.script"].training_jobs
-    with pytest.raises(SliderError, match="not supported on SD WebUI Forge"):
-        jobs.host.prepare()
-    jobs.host.restore()
+    try:
+        with pytest.raises(SliderError, match="needs SD WebUI Forge's own backend"):
+            jobs.host.prepare()
+    finally:
+        jobs.host.restore()
 
 
 @pytest.fixture
-def train_tab(env):
+def train_tab(env, classic):
     import gradio as gr
     from modules import errors, script_callbacks
 
@@ -573,7 +583,7 @@ def _block(demo, elem_id):
 
 def test_train_tab_shows_the_note_and_start_refuses(env, train_tab):
     note = _block(train_tab, "sliders_train_host_note")
-    assert note is not None and "Training sliders is not supported on SD WebUI Forge" in note.value
+    assert note is not None and "Training sliders needs SD WebUI Forge" in note.value and "own backend" in note.value
     start = _block(train_tab, "sliders_train_start")
     (fn,) = [fn for fn, dep in zip(train_tab.fns, train_tab.dependencies, strict=True)
              if start._id in dep["targets"] and dep["trigger"] == "click" and fn.fn is not None]
@@ -584,7 +594,7 @@ def test_train_tab_shows_the_note_and_start_refuses(env, train_tab):
                        "negative": "person, young"}.get(name, block.value))
     outputs = fn.fn(*values)
     result = outputs[-1]
-    assert "Training did not start" in result and "not supported on SD WebUI Forge" in result, result
+    assert "Training did not start" in result and "needs SD WebUI Forge" in result and "own backend" in result, result
 
 
 # ------------------------------------------------------------------------------------------------------ UI

@@ -28,8 +28,10 @@ FORGE_VERSION_MODULE = FORGE_PACKAGE + ".forge_version"
 GENERATION = "generation"
 TRAINING = "training"
 # Features whose Forge backend is done; until one is listed here it is refused on Forge. Generation: forge_runtime
-# (a UNet stored in nf4/fp4/gguf is still refused there, per slider).
-SUPPORTED_ON_FORGE: frozenset[str] = frozenset({GENERATION})
+# (a UNet stored in nf4/fp4/gguf is still refused there, per slider). Training: forge_training, on Forge's own
+# backend only (``FORGE_BACKEND_MODULE``; Forge Classic and reForge have ``ldm_patched`` instead).
+SUPPORTED_ON_FORGE: frozenset[str] = frozenset({GENERATION, TRAINING})
+FORGE_BACKEND_MODULE = "backend.memory_management"
 
 # forge_version.version → the fork's name (the forks that say who they are)
 _FORK_NAMES = {"classic": "SD WebUI Forge Classic", "neo": "SD WebUI Forge Neo"}
@@ -96,11 +98,30 @@ def is_forge(sd_model=None) -> bool:
 # ---------------------------------------------------------------------------------------------- refusals
 
 
+def forge_backend_installed() -> bool:
+    """Whether Forge's own backend (its memory manager) is loaded or importable: SD WebUI Forge 2 and Neo."""
+    if FORGE_BACKEND_MODULE in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(FORGE_BACKEND_MODULE) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _without_forge_backend(feature: str, host: HostKind) -> str | None:
+    if feature == TRAINING and not forge_backend_installed():
+        return (f"training sliders needs SD WebUI Forge's own backend, which {host.label} doesn't have; train them "
+                "in SD WebUI Forge or the AUTOMATIC1111 webui")
+    return None
+
+
 def refusal(feature: str, sd_model=None) -> str | None:
     """Why ``feature`` (``GENERATION``, ``TRAINING``) can't be used on this host, in one line; None when it can."""
     host = detect(sd_model)
-    if not host.forge or feature in SUPPORTED_ON_FORGE:
+    if not host.forge:
         return None
+    if feature in SUPPORTED_ON_FORGE:
+        return _without_forge_backend(feature, host)
     if feature == GENERATION:
         return f"sliders are not applied on {host.label} yet; the image is made without them"
     if feature == TRAINING:
@@ -114,8 +135,11 @@ def ui_note(feature: str) -> str | None:
     Decided on the ``modules_forge`` package alone: building the UI must not load a model.
     """
     host = detect(None)
-    if not host.forge or feature in SUPPORTED_ON_FORGE:
+    if not host.forge:
         return None
+    if feature in SUPPORTED_ON_FORGE:
+        missing = _without_forge_backend(feature, host)
+        return None if missing is None else missing[0].upper() + missing[1:] + "."
     if feature == GENERATION:
         return (f"Sliders are not applied on {host.label} yet: <slider:…> tags are removed from the prompt and "
                 "images are made without them.")

@@ -1,9 +1,10 @@
 """Training on the model the webui has loaded: refusals, a clean model, progress, the preview strip.
 
-``prepare`` checks that training can run (not on Forge yet: ``host_kind``; a model is loaded, it is SD 1.x/2.x/SDXL,
-not split across devices by ``--lowvram``/``--medvram``), takes every slider and Lora network off the weights, and
-turns off the webui's cross-attention optimisations unless the user's setting keeps them for training (the webui's
-own trainers do the same); ``restore`` puts the optimisations back. The trainer itself leaves the weights,
+``prepare`` checks that training can run (a model is loaded, it is SD 1.x/2.x/SDXL, not split across devices by
+``--lowvram``/``--medvram``; on Forge: its own backend, ``host_kind``), takes every slider and Lora network off the
+weights, and turns off the webui's cross-attention optimisations unless the user's setting keeps them for training
+(the webui's own trainers do the same); ``restore`` puts the optimisations back. On Forge, ``forge_training`` does
+the model part with Forge's patchers and memory manager. The trainer itself leaves the weights,
 train/eval mode and ``requires_grad`` as it found them.
 """
 
@@ -23,7 +24,7 @@ except ImportError:  # Forge Classic has no lowvram module (training is refused 
 from ..errors import SliderError
 from ..prompt.prompt_tags import format_number
 from ..training.backend import ModelBackend
-from . import host_kind
+from . import forge_training, host_kind
 from .models import model_arch
 from .train_jobs import TrainingHost, TrainJob
 
@@ -33,7 +34,7 @@ PREVIEW_IMAGES = 5
 def _require_model():
     model = shared.sd_model
     refused = host_kind.refusal(host_kind.TRAINING, model)
-    if refused:  # Forge: no ldm UNet to train on, its own memory manager, no sd_hijack optimisation switches
+    if refused:  # Forge Classic / reForge: no Forge backend to train with
         raise SliderError(refused)
     if model is None:
         raise SliderError("no model is loaded: load a checkpoint first")
@@ -77,10 +78,6 @@ def make_host(runtime, sliders_dir, queue_lock, on_saved, library=None) -> Train
     def prepare():
         model = _require_model()
         runtime.clear()
-        restore_lora_weights(model)
-        if not getattr(shared.opts, "training_xattention_optimizations", False):
-            sd_hijack.undo_optimizations()
-            state["optimizations_undone"] = True
         model_width = getattr(model, "is_sdxl", False)
 
         def wrap(prompts):
@@ -88,9 +85,22 @@ def make_host(runtime, sliders_dir, queue_lock, on_saved, library=None) -> Train
             size = 1024 if model_width else 512
             return prompt_parser.SdConditioning(prompts, width=size, height=size)
 
+        if host_kind.is_forge(model):  # Forge's own patchers and memory manager (forge_training)
+            from backend import memory_management
+
+            backend = forge_training.prepare_forge_training(model, memory_management, wrap)
+            state["forge"] = (model, backend)
+            return backend
+        restore_lora_weights(model)
+        if not getattr(shared.opts, "training_xattention_optimizations", False):
+            sd_hijack.undo_optimizations()
+            state["optimizations_undone"] = True
         return ModelBackend(model, device=devices.device, wrap_prompts=wrap)
 
     def restore():
+        forge = state.pop("forge", None)
+        if forge is not None:
+            forge_training.restore_after_training(*forge)
         if state["optimizations_undone"]:
             sd_hijack.apply_optimizations()
             state["optimizations_undone"] = False
@@ -102,7 +112,11 @@ def make_host(runtime, sliders_dir, queue_lock, on_saved, library=None) -> Train
         return getattr(info, "name_for_extra", None), getattr(model, "sd_model_hash", None)
 
     def prediction_type():
-        return "v" if getattr(shared.sd_model, "parameterization", "eps") == "v" else "epsilon"
+        model = shared.sd_model
+        if host_kind.is_forge(model):
+            predictor = getattr(model.forge_objects.unet.model, "predictor", None)
+            return "v" if getattr(predictor, "prediction_type", None) == "v_prediction" else "epsilon"
+        return "v" if getattr(model, "parameterization", "eps") == "v" else "epsilon"
 
     def on_progress(job: TrainJob):
         state_ = shared.state

@@ -3,7 +3,8 @@
 Names follow SD WebUI Forge at ``dfdcbab`` (lllyasviel/stable-diffusion-webui-forge):
 
 * ``forge_on_path()``: ``tests/webui_double/forge_root`` first on ``sys.path`` (the real webui root holds
-  ``modules_forge/``), undone with the package's modules afterwards. Wrap ``webui_env`` in it: the UI is then built
+  ``modules_forge/`` and ``backend/``; the double's ``backend`` has the memory manager only), undone with the
+  packages' modules afterwards. Wrap ``webui_env`` in it: the UI is then built
   as on Forge.
 * ``make_forge_model(model)``: a double of ``backend/diffusion_engine/sd15.py``'s ``StableDiffusion``
   (a ``ForgeDiffusionEngine``) around the toy SD1 model of ``conftest_helpers``, sharing its modules: the UNet only
@@ -45,7 +46,7 @@ FORGE_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forge_roo
 
 
 def _purge_forge_modules() -> None:
-    for name in [n for n in sys.modules if n == "modules_forge" or n.startswith("modules_forge.")]:
+    for name in [n for n in sys.modules if n.split(".")[0] in ("modules_forge", "backend")]:
         del sys.modules[name]
 
 
@@ -137,6 +138,8 @@ class PredictionEps:
     """``backend/modules/k_prediction.py`` for SD 1.5 (eps): sigmas of the model's discrete schedule."""
 
     def __init__(self, alphas_cumprod: torch.Tensor):
+        self.prediction_type = "epsilon"
+        self.alphas_cumprod = alphas_cumprod.float()
         self.sigmas = ((1 - alphas_cumprod.float()) / alphas_cumprod.float()) ** 0.5
         self.log_sigmas = self.sigmas.log()
 
