@@ -158,3 +158,18 @@ def test_forge_classic_without_forges_backend_still_refuses(env, monkeypatch):
     assert field == "webui" and "needs SD WebUI Forge's own backend" in problem
     assert "Needs SD WebUI Forge's own backend" not in (host_kind.ui_note(host_kind.TRAINING) or "")
     assert host_kind.ui_note(host_kind.TRAINING).startswith("Training sliders needs SD WebUI Forge's own backend")
+
+
+def test_a_v_prediction_model_trains_as_on_a1111(env, monkeypatch):
+    """SD 2.x 768-v: Forge's predictor says ``v_prediction``; the UNet's v is turned into ε as on A1111 (where the
+    model says ``parameterization = "v"``), and the file records the prediction type."""
+    predictor = env.forge_model.forge_objects.unet.model.predictor
+    monkeypatch.setattr(predictor, "prediction_type", "v_prediction")
+    monkeypatch.setattr(env.model, "parameterization", "v", raising=False)
+    forge_job = train(env, "v_on_forge")
+    a1111_job = a1111_twin(env, "v_on_a1111", monkeypatch)
+    forge, a1111 = load_slider(forge_job.output), load_slider(a1111_job.output)
+    ups = [torch.cat([m.up.flatten() for _, m in sorted(s.unet.items())]) for s in (forge, a1111)]
+    assert float(torch.nn.functional.cosine_similarity(*ups, dim=0)) > 0.999
+    assert forge_job.loss == pytest.approx(a1111_job.loss, rel=1e-3)
+    assert forge.metadata["modelspec.prediction_type"] == a1111.metadata["modelspec.prediction_type"] == "v"
