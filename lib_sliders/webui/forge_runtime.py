@@ -228,10 +228,6 @@ class ForgeSlidersRuntime(SlidersRuntime):
             self.report(p, f"<slider:{patch.name}>: Forge's UNet has no parameter for {count} of its layers; "
                            "merged without them")
 
-    def finish(self, p=None) -> None:
-        super().finish(p)
-        self._patches.restore()
-
     # ------------------------------------------------------------------ rows
 
     def _set_row_alphas(self, params, p, plan, engine) -> None:
