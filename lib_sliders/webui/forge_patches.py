@@ -50,6 +50,13 @@ def is_ours(lora_identifier) -> bool:
     return isinstance(lora_identifier, tuple) and str(lora_identifier[0]).startswith(PATCH_PREFIX)
 
 
+def can_patch(sd_model) -> bool:
+    """Whether ``sd_model`` has what this needs (Forge 2's engine; the older line's patchers differ)."""
+    unet = getattr(getattr(sd_model, "forge_objects", None), "unet", None)
+    return (hasattr(sd_model, "forge_objects_after_applying_lora") and hasattr(unet, "clone")
+            and hasattr(unet, "add_patches") and hasattr(unet, "lora_patches"))
+
+
 class ForgeUnetPatches:
     """The patcher clone carrying this batch's patches, and putting the UNet back when the job is done."""
 
@@ -82,7 +89,9 @@ class ForgeUnetPatches:
         self._model = self._patcher = None
         if model is None:
             return
-        plain = model.forge_objects_after_applying_lora.unet
+        plain = getattr(getattr(model, "forge_objects_after_applying_lora", None), "unet", None)
+        if plain is None:
+            return
         if model.forge_objects.unet is patcher:
             model.forge_objects.unet = plain
         loader = getattr(plain, "lora_loader", None)

@@ -44,7 +44,7 @@ import torch
 
 from ..apply.engine import ActiveSlider, SliderEngine
 from ..errors import SliderError
-from .forge_patches import ForgeUnetPatches, UnetPatch
+from .forge_patches import ForgeUnetPatches, UnetPatch, can_patch
 from .row_layout import plan_row_alphas
 from .runtime import SlidersRuntime
 
@@ -207,7 +207,8 @@ class ForgeSlidersRuntime(SlidersRuntime):
         """With the merge setting, sliders with one α for the batch and no step gate get their UNet part merged
         by Forge (``forge_patches``); the engine keeps their text-encoder part."""
         self._wanted = []
-        if self.host.apply_mode() != "auto" or getattr(p, "scripts", None) is None:
+        if (self.host.apply_mode() != "auto" or getattr(p, "scripts", None) is None
+                or not can_patch(self.host.sd_model())):
             return sliders, ()  # without the script's process_before_every_sampling nothing would patch them
         kept, patched = [], []
         for slider, column in zip(sliders, planned, strict=True):
