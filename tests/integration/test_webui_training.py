@@ -14,6 +14,14 @@ pytestmark = pytest.mark.integration
 PROMPT = "a photo of a person"
 
 
+@pytest.fixture(autouse=True)
+def training_host(webui):
+    """Training runs only where the extension trains (not on SD WebUI Forge yet: ``test_webui_forge_http.py``
+    checks the refusal there)."""
+    if webui.training_refusal:
+        pytest.skip(f"this host refuses training: {webui.training_refusal}")
+
+
 def tiny_config(name: str, **overrides) -> dict:
     return {"name": name, "mode": "text", "iterations": 2, "resolution": 64, "max_denoising_steps": 4,
             "rank": 4, "seed": 3, "lr": 0.01, "alpha_range": [-2, 2],
