@@ -17,8 +17,8 @@ import sys
 import pytest
 import torch
 from webui_double import forge_double
-from webui_double.conftest_helpers import SEED, assert_model_untouched, close, snapshot, webui_env
-from webui_double.forge_double import forge_on_path, make_forge_model, without_optimization_switches
+from webui_double.conftest_helpers import SEED, assert_model_untouched, close, snapshot
+from webui_double.forge_double import make_forge_model
 
 from lib_sliders.prompt.infotext import HASHES_KEY, SLIDERS_KEY, parse_sliders
 
@@ -27,14 +27,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Please use `import python_multip
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    with forge_on_path(), webui_env(str(tmp_path_factory.mktemp("webui"))) as environment:
-        from modules import sd_hijack
-
-        without_optimization_switches(sd_hijack)
-        forge_double.install_forge_sampling()
-        environment.forge_model = make_forge_model(environment.model)
-        environment.forge_saved = snapshot(environment.forge_model.forge_objects.unet.model)
-        environment.forge_clip_saved = snapshot(environment.forge_model.forge_objects.clip.cond_stage_model)
+    with forge_double.forge_webui_env(str(tmp_path_factory.mktemp("webui"))) as environment:
         yield environment
 
 
@@ -363,19 +356,11 @@ def test_merge_setting_beside_forges_own_lora(env):
     from modules import shared
     from webui_double.forge_double import load_model_gpu
 
-    from lib_sliders.files.lora import LoraModule
-
     model = env.forge_model
     original = model.forge_objects_after_applying_lora
     path = first_unet_path("smile")
     weight = env.forge_saved[f"diffusion_model.{path}.weight"]
-    generator = torch.Generator().manual_seed(7)
-    lora = LoraModule(torch.randn(2, weight.shape[1], generator=generator) * 0.05,
-                      torch.randn(weight.shape[0], 2, generator=generator) * 0.05, 2.0)
-    with_lora = original.shallow_copy()
-    with_lora.unet = original.unet.clone()
-    with_lora.unet.add_patches(filename="some_lora.safetensors",
-                               patches={f"diffusion_model.{path}.weight": ("lora", (lora.up, lora.down, 2.0, None, None))})
+    with_lora = forge_double.with_lora_patch(original, path, weight, scale=0.05)
     model.forge_objects_after_applying_lora = with_lora
     layer = model.forge_objects.unet.model.diffusion_model.get_submodule(path)
     try:

@@ -13,8 +13,8 @@ import sys
 import pytest
 import torch
 from webui_double import forge_double
-from webui_double.conftest_helpers import assert_model_untouched, snapshot, webui_env
-from webui_double.forge_double import forge_on_path, load_model_gpu, make_forge_model, without_optimization_switches
+from webui_double.conftest_helpers import assert_model_untouched
+from webui_double.forge_double import load_model_gpu
 
 from lib_sliders.files.slider_file import load_slider
 
@@ -28,13 +28,7 @@ CONFIG = {"name": "forge_age", "prompts": [{"target": "person", "positive": "per
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    with forge_on_path(), webui_env(str(tmp_path_factory.mktemp("webui"))) as environment:
-        from modules import sd_hijack
-
-        without_optimization_switches(sd_hijack)
-        forge_double.install_forge_sampling()
-        environment.forge_model = make_forge_model(environment.model)
-        environment.forge_saved = snapshot(environment.forge_model.forge_objects.unet.model)
+    with forge_double.forge_webui_env(str(tmp_path_factory.mktemp("webui"))) as environment:
         yield environment
 
 
@@ -101,19 +95,11 @@ def test_a_slider_trained_on_forge_is_the_one_trained_on_a1111(env, monkeypatch)
 def test_training_starts_from_the_bare_model_beside_a_merged_lora_and_gives_it_back(env):
     """Forge merged a LoRA into the UNet for the last generation: training loads the un-patched patcher (Forge puts
     its backups back), and the next generation has the LoRA merged again."""
-    from lib_sliders.files.lora import LoraModule
-
     model = env.forge_model
     original = model.forge_objects_after_applying_lora
     path = "input_blocks.1.1.transformer_blocks.0.attn2.to_k"
     weight = env.forge_saved[f"diffusion_model.{path}.weight"]
-    generator = torch.Generator().manual_seed(7)
-    lora = LoraModule(torch.randn(2, weight.shape[1], generator=generator) * 0.3,
-                      torch.randn(weight.shape[0], 2, generator=generator) * 0.3, 2.0)
-    with_lora = original.shallow_copy()
-    with_lora.unet = original.unet.clone()
-    with_lora.unet.add_patches(filename="some_lora.safetensors",
-                               patches={f"diffusion_model.{path}.weight": ("lora", (lora.up, lora.down, 2.0, None, None))})
+    with_lora = forge_double.with_lora_patch(original, path, weight, scale=0.3)
     plain = train(env, "bare")
     model.forge_objects_after_applying_lora = with_lora
     try:

@@ -435,6 +435,37 @@ def make_forge_model(toy) -> ForgeEngineDouble:
     return ForgeEngineDouble(toy)
 
 
+@contextlib.contextmanager
+def forge_webui_env(root: str):
+    """``webui_env`` as on Forge: ``modules_forge`` on the path, no optimisation switches, Forge's sampling, and
+    ``env.forge_model`` (the toy's modules as a Forge engine) with snapshots ``forge_saved`` (UNet) and
+    ``forge_clip_saved`` (text encoders)."""
+    from webui_double.conftest_helpers import snapshot, webui_env
+
+    with forge_on_path(), webui_env(root) as environment:
+        from modules import sd_hijack
+
+        without_optimization_switches(sd_hijack)
+        install_forge_sampling()
+        environment.forge_model = make_forge_model(environment.model)
+        environment.forge_saved = snapshot(environment.forge_model.forge_objects.unet.model)
+        environment.forge_clip_saved = snapshot(environment.forge_model.forge_objects.clip.cond_stage_model)
+        yield environment
+
+
+def with_lora_patch(objects: ForgeObjects, path: str, weight: torch.Tensor, scale: float, seed: int = 7) -> ForgeObjects:
+    """``objects`` with a rank-2 LoRA on the UNet layer ``path`` (of ``weight``'s shape) added as Forge's LoRA
+    loader adds one (``add_patches`` on a UNet patcher clone), as ``forge_objects_after_applying_lora`` holds it."""
+    generator = torch.Generator().manual_seed(seed)
+    up = torch.randn(weight.shape[0], 2, generator=generator) * scale
+    down = torch.randn(2, weight.shape[1], generator=generator) * scale
+    patched = objects.shallow_copy()
+    patched.unet = objects.unet.clone()
+    patched.unet.add_patches(filename="some_lora.safetensors",
+                             patches={f"diffusion_model.{path}.weight": ("lora", (up, down, 2.0, None, None))})
+    return patched
+
+
 def without_optimization_switches(sd_hijack) -> None:
     for name in ("undo_optimizations", "apply_optimizations"):
         if hasattr(sd_hijack, name):
