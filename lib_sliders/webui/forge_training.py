@@ -15,8 +15,9 @@ The trainer (``lib_sliders.training``) only needs ε for noisy latents, conditio
   SDXL's vector), as on A1111 — not through ``KModel.apply_model``, which takes σ and returns the denoised latent.
   The schedule and the prediction type are the predictor's (``KModel.predictor``: ``alphas_cumprod``,
   ``prediction_type``).
-* **Inference tensors.** Forge computes conditionings and latents under ``torch.inference_mode()``; they are cloned
-  out of it before they meet the training graph.
+* **Inference tensors.** Forge loads checkpoints, merges LoRAs and computes conditionings and latents under
+  ``torch.inference_mode()``; the UNet's weights, conditionings and latents are copied out of it before they meet
+  the training graph (the copies have the same values).
 * **In-place additions.** Forge's transformer blocks add attention outputs into ``x`` in place (``x += n``,
   ``backend/nn/unet.py``) after ``norm1``/``norm2`` kept ``x`` for their backward pass; with trainable deltas
   upstream that breaks the backward pass. While training, each LayerNorm of the UNet is handed a copy of its input
@@ -76,6 +77,19 @@ def _copy_input_for_backward(module, args):
     return None
 
 
+def _out_of_inference_mode(module: torch.nn.Module) -> None:
+    """Forge loads checkpoints and merges LoRAs under ``torch.inference_mode()``: such weights can't take part in a
+    backward pass (a GroupNorm saves its weight for it). Each is replaced by a normal copy, same values, no
+    gradient; generation afterwards doesn't mind (one tensor at a time: the old one goes when nothing holds it)."""
+    for layer in module.modules():
+        for name, parameter in list(layer._parameters.items()):
+            if parameter is not None and parameter.is_inference():
+                layer._parameters[name] = torch.nn.Parameter(parameter.clone(), requires_grad=False)
+        for name, buffer in list(layer._buffers.items()):
+            if buffer is not None and buffer.is_inference():
+                layer._buffers[name] = buffer.clone()
+
+
 def _out_of_inference(cond: Conditioning) -> Conditioning:
     if isinstance(cond, dict):
         return {key: value.clone() for key, value in cond.items()}
@@ -99,7 +113,7 @@ class ForgeModelBackend(ModelBackend):
         self.dtype = first.dtype  # the storage dtype: fp8 storage trains in fp16/bf16 as on A1111
         self.compute_dtype = getattr(kmodel, "computation_dtype", first.dtype)
         predictor = kmodel.predictor
-        self.alphas_cumprod = torch.as_tensor(predictor.alphas_cumprod).to(self.device, torch.float32)
+        self.alphas_cumprod = torch.as_tensor(predictor.alphas_cumprod).to(self.device, torch.float32).clone()
         self.v_prediction = getattr(predictor, "prediction_type", "epsilon") == "v_prediction"
         self.latent_scale = 8
         self._norm_hooks = [module.register_forward_pre_hook(_copy_input_for_backward)
@@ -120,6 +134,7 @@ class ForgeModelBackend(ModelBackend):
                 raise SliderError(f"training needs the whole UNet on {self.device}, but Forge keeps {name} on "
                                   f"{parameter.device} (not enough GPU memory for it: close other programs, or "
                                   "train at a smaller model/resolution)")
+        _out_of_inference_mode(self.diffusion_model)
 
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
         batch = list(prompts) if self.wrap_prompts is None else self.wrap_prompts(list(prompts))

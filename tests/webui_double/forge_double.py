@@ -125,13 +125,17 @@ def build_forge_unet(toy_unet: torch.nn.Module) -> torch.nn.Module:
     from bench.common import tiny_models
 
     unet_class, _ = tiny_models._comfy_unet_class()
-    # SD 1.5's layout (attention at the first three levels, one transformer each), the toy's widths.
-    unet = unet_class(image_size=32, in_channels=4, out_channels=4, num_res_blocks=2, use_spatial_transformer=True,
-                      legacy=False, transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_middle=1,
-                      transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], operations=forge_operations(),
-                      dtype=torch.float32, device="cpu", **tiny_models.TINY_CONFIGS["sd1"])
-    unet.load_state_dict(toy_unet.state_dict(), strict=True)
-    return unet.eval().requires_grad_(False)
+    # Forge loads a checkpoint inside a job's torch.inference_mode() (modules/processing.py:911, the model reload):
+    # its parameters are inference tensors (requires_grad left as Parameter's default).
+    with torch.inference_mode():
+        # SD 1.5's layout (attention at the first three levels, one transformer each), the toy's widths.
+        unet = unet_class(image_size=32, in_channels=4, out_channels=4, num_res_blocks=2,
+                          use_spatial_transformer=True, legacy=False, transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+                          transformer_depth_middle=1, transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+                          operations=forge_operations(), dtype=torch.float32, device="cpu",
+                          **tiny_models.TINY_CONFIGS["sd1"])
+        unet.load_state_dict(toy_unet.state_dict(), strict=True)
+    return unet.eval()
 
 
 class PredictionEps:
