@@ -445,3 +445,15 @@ def test_concurrent_refresh_load_and_lookup(tmp_path):
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_a_slider_loaded_inside_inference_mode_holds_normal_tensors(tmp_path):
+    """Forge runs jobs under torch.inference_mode(): the cached slider must still serve training afterwards."""
+    make_slider(tmp_path / "a.safetensors")
+    lib = SliderLibrary([str(tmp_path)])
+    with torch.inference_mode():
+        network = lib.load("a")
+    module = next(iter(network.unet.values()))
+    assert not module.down.is_inference() and not module.up.is_inference()
+    x = torch.randn(3, 8, requires_grad=True)
+    torch.nn.functional.linear(x, module.down).sum().backward()  # autograd may save it

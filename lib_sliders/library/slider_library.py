@@ -24,6 +24,8 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import Any
 
+import torch
+
 from ..errors import SliderError, SliderFileError
 from ..files.arch import arch_from_metadata
 from ..files.lora import SliderNetwork
@@ -248,7 +250,10 @@ class SliderLibrary:
             with self._lock:
                 network = self._networks.get(key)
             if network is None:
-                network = load_slider(entry.path, name=entry.name)
+                # Normal tensors even when asked inside torch.inference_mode() (Forge runs its jobs in it): the
+                # cache outlives the job, and training (a slider trained among others) needs tensors autograd takes.
+                with torch.inference_mode(False):
+                    network = load_slider(entry.path, name=entry.name)
                 if _stat_key(entry.path) != key[0]:  # changed while we read it: don't cache a mix
                     return network
                 with self._lock:
