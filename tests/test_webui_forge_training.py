@@ -159,3 +159,21 @@ def test_a_v_prediction_model_trains_as_on_a1111(env, monkeypatch):
     assert float(torch.nn.functional.cosine_similarity(*ups, dim=0)) > 0.999
     assert forge_job.loss == pytest.approx(a1111_job.loss, rel=1e-3)
     assert forge.metadata["modelspec.prediction_type"] == a1111.metadata["modelspec.prediction_type"] == "v"
+
+
+def test_training_before_the_first_image_loads_the_chosen_checkpoint_as_forge_does(env, monkeypatch):
+    """Forge loads the checkpoint at a job's start (``sd_models.forge_model_reload``); until then ``shared.sd_model``
+    is a placeholder (``FakeInitialModel``). Training loads it the same way instead of refusing the placeholder."""
+    from modules import sd_models, shared
+
+    class FakeInitialModel:  # modules/sd_models.py at dfdcbab: what shared.sd_model is before the first job
+        pass
+
+    def forge_model_reload():
+        shared.sd_model = env.forge_model
+        return env.forge_model, True
+
+    monkeypatch.setattr(sd_models, "forge_model_reload", forge_model_reload, raising=False)
+    shared.sd_model = FakeInitialModel()
+    job = train(env, "before_first_image")
+    assert load_slider(job.output).unet and shared.sd_model is env.forge_model

@@ -45,6 +45,17 @@ def _require_model():
     return model
 
 
+def _load_forge_model() -> None:
+    """Forge loads the checkpoint chosen in the UI only when a job starts (``sd_models.forge_model_reload``, called
+    by ``process_images``; until then ``shared.sd_model`` is a placeholder): training loads it the same way, so it
+    trains on the checkpoint the UI shows, also before the first image."""
+    from modules import sd_models
+
+    reload = getattr(sd_models, "forge_model_reload", None)
+    if reload is not None and host_kind.is_forge():
+        reload()
+
+
 def restore_lora_weights(model) -> int:
     """Take the built-in Lora's networks off ``model``'s weights now; returns how many layers were put back.
 
@@ -76,6 +87,7 @@ def make_host(runtime, sliders_dir, queue_lock, on_saved, library=None) -> Train
     state = {"optimizations_undone": False}
 
     def prepare():
+        _load_forge_model()
         model = _require_model()
         runtime.clear()
         model_width = getattr(model, "is_sdxl", False)
