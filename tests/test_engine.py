@@ -303,3 +303,21 @@ def test_sliders_applied_again_reuse_their_prepared_factors():
     assert swapped.owners.tolist() == [0] * rank + [1] * rank
     assert torch.equal(swapped.down[:rank], changed.down[rank:])
     engine.clear()
+
+
+def test_factors_prepared_inside_inference_mode_serve_training_later():
+    """A slider applied in a Forge job (run under torch.inference_mode()) and then trained among: the engine's kept
+    conversions and packs must be tensors autograd can save, not inference tensors."""
+    from lib_sliders.apply.layer_delta import LayerDelta
+
+    layer = torch.nn.Linear(8, 6).half()  # fp16 weight: the fp32 factors are converted (and kept)
+    generator = torch.Generator().manual_seed(5)
+    fixed = LoraModule(torch.randn(2, 8, generator=generator), torch.randn(6, 2, generator=generator), 1.0)
+    other = LoraModule(torch.randn(2, 8, generator=generator), torch.randn(6, 2, generator=generator), 1.0)
+    with torch.inference_mode():
+        LayerDelta.pack(layer, [(0, fixed), (1, other)])
+    delta = LayerDelta.pack(layer, [(0, fixed), (1, other)])  # the kept pack
+    assert not delta.down.is_inference() and not delta.up.is_inference()
+    x = torch.randn(3, 8, dtype=torch.float16, requires_grad=True)
+    delta(x, torch.ones(3, 4)).float().sum().backward()
+    assert x.grad is not None

@@ -43,7 +43,8 @@ def converted(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) ->
     found = entry.get(key)
     if found is None:
         entry.clear()  # one copy per factor: the device and dtype of the latest job
-        found = entry[key] = tensor.to(device=device, dtype=dtype)
+        with torch.inference_mode(False):  # kept past the job: usable by training too (see ``packed``)
+            found = entry[key] = tensor.to(device=device, dtype=dtype)
     return found
 
 
@@ -54,7 +55,10 @@ def packed(key_parts: tuple, sources: list[torch.Tensor], build) -> tuple[torch.
     if hit is not None and all(ref() is tensor for ref, tensor in zip(hit[0], sources, strict=True)):
         _PACKS.move_to_end(key)
         return hit[1]
-    result = build()
+    # Built out of inference mode even inside a Forge job (which runs under torch.inference_mode()): an inference
+    # tensor kept here would later break a training graph that packs the same slider (train among it).
+    with torch.inference_mode(False):
+        result = build()
     if not any(t.requires_grad for t in sources):  # training's factors change every step
         _PACKS[key] = ([weakref.ref(t) for t in sources], result)
         _PACKS.move_to_end(key)
