@@ -69,6 +69,12 @@ def _is_linear_like(layer: torch.nn.Module) -> bool:
             and "weight" in dict(layer.named_parameters(recurse=False)))
 
 
+def stored_quantized(layer: torch.nn.Module) -> bool:
+    """A Linear-like layer whose weight isn't ``[out, in]`` floats (Forge's nf4/fp4/gguf storage)."""
+    weight = layer.weight
+    return not weight.dtype.is_floating_point or tuple(weight.shape) != (layer.out_features, layer.in_features)
+
+
 class _LinearView(torch.nn.Linear):
     """A ``torch.nn.Linear`` face for a Forge Linear: its shape and weight; hooks go onto the real layer.
 
@@ -79,7 +85,7 @@ class _LinearView(torch.nn.Linear):
     def __init__(self, layer: torch.nn.Module, path: str):
         torch.nn.Module.__init__(self)
         weight = layer.weight
-        if not weight.dtype.is_floating_point or tuple(weight.shape) != (layer.out_features, layer.in_features):
+        if stored_quantized(layer):
             raise SliderError(f"the UNet layer {path} is stored quantized ({type(layer).__name__}, "
                               f"{str(weight.dtype).replace('torch.', '')} {tuple(weight.shape)}); sliders can't be "
                               "added to a UNet stored in nf4/fp4/gguf on Forge, choose another storage type")

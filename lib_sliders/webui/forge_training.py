@@ -38,7 +38,7 @@ import torch
 
 from ..errors import SliderError
 from ..training.backend import Conditioning, ModelBackend, v_to_eps
-from .forge_runtime import ForgeModuleView
+from .forge_runtime import ForgeModuleView, stored_quantized
 
 
 class ForgeTrainingView(ForgeModuleView):
@@ -169,13 +169,9 @@ class ForgeModelBackend(ModelBackend):
 
 def quantized_layers(backend: ForgeModelBackend) -> list[str]:
     """UNet layers stored quantized (nf4/fp4/gguf: not ``[out, in]`` floats), by path."""
-    found = []
-    for path, layer in backend.diffusion_model.named_modules():
-        weight = getattr(layer, "weight", None)
-        if isinstance(weight, torch.Tensor) and hasattr(layer, "in_features") and (
-                not weight.dtype.is_floating_point or tuple(weight.shape) != (layer.out_features, layer.in_features)):
-            found.append(path)
-    return found
+    return [path for path, layer in backend.diffusion_model.named_modules()
+            if isinstance(getattr(layer, "weight", None), torch.Tensor) and hasattr(layer, "in_features")
+            and stored_quantized(layer)]
 
 
 def prepare_forge_training(sd_model, memory_management, wrap_prompts, device=None) -> ForgeModelBackend:

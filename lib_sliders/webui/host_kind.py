@@ -52,14 +52,19 @@ class HostKind:
 A1111 = HostKind(forge=False, name="AUTOMATIC1111 webui")
 
 
-def forge_installed() -> bool:
-    """Whether the ``modules_forge`` package is loaded or importable (without importing it)."""
-    if FORGE_PACKAGE in sys.modules:
+def _importable(module: str) -> bool:
+    """Whether ``module`` is loaded or can be found (a submodule's parent package may get imported to look)."""
+    if module in sys.modules:
         return True
     try:
-        return importlib.util.find_spec(FORGE_PACKAGE) is not None
+        return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def forge_installed() -> bool:
+    """Whether the ``modules_forge`` package is loaded or importable (without importing it)."""
+    return _importable(FORGE_PACKAGE)
 
 
 def forge_model(sd_model) -> bool:
@@ -100,12 +105,7 @@ def is_forge(sd_model=None) -> bool:
 
 def forge_backend_installed() -> bool:
     """Whether Forge's own backend (its memory manager) is loaded or importable: SD WebUI Forge 2 and Neo."""
-    if FORGE_BACKEND_MODULE in sys.modules:
-        return True
-    try:
-        return importlib.util.find_spec(FORGE_BACKEND_MODULE) is not None
-    except (ImportError, ValueError):
-        return False
+    return _importable(FORGE_BACKEND_MODULE)
 
 
 def _without_forge_backend(feature: str, host: HostKind) -> str | None:
